@@ -1,0 +1,61 @@
+# streamtune: every target installs what it needs into ./.venv on first use (see ops/venv.sh).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+ST    := $(VENV)/bin/streamtune
+PYTEST_ARGS ?=
+
+.PHONY: help venv test test-unit lint format demo bench kafka-start kafka-stop kafka-status lock clean
+
+help:
+	@echo "make demo        start the local Kafka, create topics, replay TFNS with feedback"
+	@echo "make test        lint, start the local Kafka if needed, run unit + integration tests"
+	@echo "make test-unit   only the tests that need no broker"
+	@echo "make bench       run the benchmarks (one JSON line each)"
+	@echo "make lint        ruff check + format check;  make format  fixes them"
+	@echo "make kafka-start | kafka-stop | kafka-status"
+
+venv:
+	@bash ops/venv.sh
+
+test: venv lint
+	@$(ST) kafka start
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+demo: venv
+	$(ST) demo
+
+bench: venv
+	@$(ST) kafka start >/dev/null
+	$(ST) bench replay --json
+
+kafka-start: venv
+	$(ST) kafka start
+
+kafka-stop: venv
+	$(ST) kafka stop
+
+kafka-status: venv
+	$(ST) kafka status
+
+# Re-pin requirements.lock after changing dependencies in pyproject.toml.
+lock:
+	rm -rf /tmp/streamtune-lock && python3 -m venv /tmp/streamtune-lock
+	/tmp/streamtune-lock/bin/pip install -q -e '.[dev]' setuptools wheel
+	( echo "# Exact versions for make/CI installs (Linux, Python 3.11). pyproject.toml holds the ranges."; \
+	  echo "# Regenerate after changing dependencies: make lock"; \
+	  /tmp/streamtune-lock/bin/pip freeze --all | grep -v -e '^-e' -e '^streamtune' -e '^pip==' ) > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

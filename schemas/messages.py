@@ -1,0 +1,274 @@
+"""One typed model per message on the wire.
+
+Every model validates on the way in and serialises with orjson:
+
+>>> itx = Interaction(interaction_id="tfns-1", task="tfns-sentiment",
+...                   text="$AAPL beats estimates", ts_ms=1_700_000_000_000)
+>>> Interaction.from_bytes(itx.to_bytes()) == itx
+True
+>>> Feedback.from_bytes(b'{"interaction_id": "tfns-1", "task": "tfns-sentiment", '
+...                     b'"label": 7, "ts_ms": 1700000000000}')
+Traceback (most recent call last):
+    ...
+schemas.base.DecodeError: invalid Feedback: label: label 7 is out of range for task 'tfns-sentiment' (0..2)
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas import limits
+from schemas.base import Message
+from schemas.fields import Entity, Id, LabelIndex, Sha256Hex, ShortStr, TaskName, Text, TimestampMs
+from schemas.tasks import get_task
+
+MetricMap = Annotated[dict[str, float], Field(max_length=limits.MAX_METRICS)]
+
+
+def _check_label(task: str, label: int | None, field: str = "label") -> None:
+    if label is None:
+        return
+    n = get_task(task).num_labels
+    if label >= n:
+        raise ValueError(f"{field}: label {label} is out of range for task {task!r} (0..{n - 1})")
+
+
+class Interaction(Message):
+    """A text to classify, published by an event producer. Key: ``interaction_id``."""
+
+    interaction_id: Id
+    task: TaskName
+    text: Text
+    ts_ms: TimestampMs
+    entity: Entity | None = Field(default=None, description="e.g. a ticker such as $AAPL")
+    source: ShortStr | None = None
+
+
+class Feedback(Message):
+    """The true label of an interaction, published later. Key: ``interaction_id``."""
+
+    interaction_id: Id
+    task: TaskName
+    label: LabelIndex
+    ts_ms: TimestampMs
+    source: ShortStr | None = None
+
+    @model_validator(mode="after")
+    def _label_in_range(self) -> Feedback:
+        _check_label(self.task, self.label)
+        return self
+
+
+class Prediction(Message):
+    """An inference consumer's answer. Key: ``interaction_id``. Names the adapter that made it."""
+
+    interaction_id: Id
+    task: TaskName
+    label: LabelIndex
+    probs: list[float] = Field(max_length=limits.MAX_LABELS)
+    adapter_version: Id = Field(description="'base' when no adapter is loaded")
+    model_id: ShortStr
+    latency_ms: float = Field(ge=0.0, le=3_600_000.0)
+    ts_ms: TimestampMs
+    token_count: int | None = Field(default=None, ge=0, le=100_000)
+    embedding_sketch: list[float] | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _probs_match_task(self) -> Prediction:
+        _check_label(self.task, self.label)
+        n = get_task(self.task).num_labels
+        if len(self.probs) != n:
+            raise ValueError(
+                f"probs: has {len(self.probs)} entries; task {self.task!r} has {n} labels"
+            )
+        if any(not (0.0 <= p <= 1.0) for p in self.probs):
+            raise ValueError("probs: every probability must lie in [0, 1]")
+        if abs(sum(self.probs) - 1.0) > 1e-3:
+            raise ValueError(f"probs: sum to {sum(self.probs):.4f}, not 1")
+        return self
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probs)
+
+
+class LabelledExample(Message):
+    """A joined, labelled example on ``labelled``: the durable store of training data."""
+
+    interaction_id: Id
+    task: TaskName
+    text: Text
+    label: LabelIndex
+    ts_ms: TimestampMs
+    source: ShortStr = Field(description="where the label came from, e.g. 'feedback' or 'seed'")
+    predicted_label: LabelIndex | None = None
+    adapter_version: Id | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _labels_in_range(self) -> LabelledExample:
+        _check_label(self.task, self.label)
+        _check_label(self.task, self.predicted_label, "predicted_label")
+        return self
+
+
+class DriftEvent(Message):
+    """A detector fired. Key: task."""
+
+    event_id: Id
+    task: TaskName
+    detector: ShortStr
+    statistic: ShortStr
+    value: float
+    position: int = Field(ge=0, description="stream position (events seen for this task)")
+    adapter_version: Id | None = None
+    ts_ms: TimestampMs
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("value must be finite")
+        return value
+
+
+class OffsetRange(Message):
+    """Offsets ``[start, end)`` of one partition of a topic."""
+
+    partition: int = Field(ge=0, le=100_000)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OffsetRange:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be greater than start {self.start}")
+        return self
+
+    def overlaps(self, other: OffsetRange) -> bool:
+        return (
+            self.partition == other.partition and self.start < other.end and other.start < self.end
+        )
+
+
+Ranges = Annotated[list[OffsetRange], Field(max_length=limits.MAX_OFFSET_RANGES)]
+
+
+class TrainJob(Message):
+    """Train an adapter on ranges of ``labelled``. Key: the task (or ``+``-joined tasks)."""
+
+    job_id: Id
+    tasks: list[TaskName] = Field(min_length=1, max_length=8)
+    reason: Literal["drift", "window", "schedule", "manual"]
+    labelled_topic: ShortStr
+    train_ranges: Ranges = Field(min_length=1)
+    rehearsal_ranges: Ranges = Field(default_factory=list)
+    holdout_ranges: Ranges = Field(min_length=1)
+    parent_version: Id | None = None
+    created_ts_ms: TimestampMs
+
+    @model_validator(mode="after")
+    def _holdout_disjoint(self) -> TrainJob:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("tasks: must not repeat a task")
+        for held in self.holdout_ranges:
+            for train in (*self.train_ranges, *self.rehearsal_ranges):
+                if held.overlaps(train):
+                    raise ValueError(
+                        f"holdout_ranges: partition {held.partition} [{held.start}, {held.end}) "
+                        f"overlaps training range [{train.start}, {train.end})"
+                    )
+        return self
+
+    @property
+    def key(self) -> str:
+        return "+".join(self.tasks)
+
+
+class AdapterManifest(Message):
+    """A signed adapter announcement on ``model-updates`` (compacted). Key: task.
+
+    The adapter itself is a safetensors file plus a JSON config; it travels inline
+    (``payload_b64``) when small, or in ``chunks`` separate records otherwise.
+    """
+
+    task: TaskName
+    version: Id
+    parent_version: Id | None = None
+    base_model_id: ShortStr
+    num_labels: int = Field(ge=1, le=limits.MAX_LABELS)
+    sha256: Sha256Hex
+    size_bytes: int = Field(ge=1, le=1 << 30)
+    metrics: MetricMap = Field(default_factory=dict)
+    created_ts_ms: TimestampMs
+    key_id: ShortStr
+    signature_b64: str = Field(min_length=1, max_length=256)
+    transfer: Literal["inline", "chunked"]
+    chunks: int = Field(default=1, ge=1, le=4096)
+    payload_b64: str | None = Field(default=None, max_length=2 * limits.MAX_MODEL_UPDATE_BYTES)
+    library_versions: dict[str, ShortStr] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _transfer_consistent(self) -> AdapterManifest:
+        _check_label(self.task, self.num_labels - 1, "num_labels")
+        if self.transfer == "inline" and self.payload_b64 is None:
+            raise ValueError("payload_b64: required when transfer is 'inline'")
+        if self.transfer == "chunked" and self.payload_b64 is not None:
+            raise ValueError("payload_b64: must be absent when transfer is 'chunked'")
+        return self
+
+
+class Alert(Message):
+    """A financial-sentiment alert, e.g. a surge of bearish news about one ticker. Key: entity."""
+
+    alert_id: Id
+    kind: ShortStr
+    task: TaskName
+    entity: Entity
+    window_start_ts_ms: TimestampMs
+    window_end_ts_ms: TimestampMs
+    count: int = Field(ge=0)
+    share: float = Field(ge=0.0, le=1.0)
+    baseline_share: float = Field(ge=0.0, le=1.0)
+    message: str = Field(min_length=1, max_length=512)
+    ts_ms: TimestampMs
+
+
+class DeadLetter(Message):
+    """A record that could not be parsed or validated, with why and where it came from."""
+
+    source_topic: ShortStr
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    error: ShortStr = Field(description="short code, e.g. invalid_json, too_large, unknown_task")
+    reason: str = Field(min_length=1, max_length=4096)
+    raw_b64: str = Field(description="the raw value, base64; truncated past raw_size limits")
+    raw_size: int = Field(ge=0)
+    raw_truncated: bool = False
+    key_b64: str | None = None
+    ts_ms: TimestampMs
+
+    @property
+    def raw(self) -> bytes:
+        return base64.b64decode(self.raw_b64)
+
+
+#: Every message type, by name, for schema export and tests.
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.__name__: cls
+    for cls in (
+        Interaction,
+        Feedback,
+        Prediction,
+        LabelledExample,
+        DriftEvent,
+        TrainJob,
+        AdapterManifest,
+        Alert,
+        DeadLetter,
+    )
+}

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints one JSON line with ratios against a baseline run side by side."""

@@ -1,0 +1,93 @@
+"""``streamtune bench replay``: how fast ``streamtune replay`` publishes TFNS rows.
+
+Baseline, in the same run and against the same broker: a bare aiokafka producer with the
+same reliability settings (idempotent, acks=all) sending the same, already serialised
+records. The ratio is what parsing, validation and pacing cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import time
+from itertools import chain, islice
+from pathlib import Path
+
+from schemas.fields import now_ms
+from schemas.messages import Interaction
+from streamtune.kafka.clients import make_admin, make_producer
+from streamtune.kafka.topics import create_topics
+from streamtune.replay import ReplayRow, read_rows, replay
+from streamtune.settings import Settings
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "tfns"
+
+
+def _rows(n: int) -> list[ReplayRow]:
+    files = (DATA / "train.csv", DATA / "valid.csv")
+    rows = chain.from_iterable(read_rows(f, "tfns-sentiment") for f in files)
+    good = [r for r in rows if isinstance(r, ReplayRow)]
+    return list(islice(good, n))
+
+
+async def _raw_aiokafka(settings: Settings, topic: str, rows: list[ReplayRow]) -> float:
+    records = [
+        (
+            f"raw-{r.line}-{i}".encode(),
+            Interaction(
+                interaction_id=f"raw-{i}", task="tfns-sentiment", text=r.text, ts_ms=now_ms()
+            ).to_bytes(),
+        )
+        for i, r in enumerate(rows)
+    ]
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        began = time.monotonic()
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        return time.monotonic() - began
+    finally:
+        await producer.stop()
+
+
+async def _run(settings: Settings, n: int) -> dict[str, object]:
+    settings = Settings(
+        **{**settings.model_dump(), "topic_prefix": f"bench-{secrets.token_hex(4)}-"}
+    )
+    await create_topics(settings)
+    rows = _rows(n)
+    try:
+        # Warm both paths (connections, metadata) before timing.
+        await _raw_aiokafka(settings, settings.topic("interactions"), rows[:200])
+        raw_s = await _raw_aiokafka(settings, settings.topic("interactions"), rows)
+        stats = await replay(
+            settings, iter(rows), task="tfns-sentiment", rate=0, id_prefix="bench", progress=False
+        )
+    finally:
+        admin = make_admin(settings)
+        await admin.start()
+        try:
+            await admin.delete_topics([s.name for s in settings.topic_specs()])
+        finally:
+            await admin.close()
+    replay_rate = stats.interactions / stats.seconds
+    raw_rate = len(rows) / raw_s
+    return {
+        "bench": "replay",
+        "rows": len(rows),
+        "replay_rows_per_s": round(replay_rate, 1),
+        "raw_aiokafka_rows_per_s": round(raw_rate, 1),
+        "ratio_vs_raw": round(replay_rate / raw_rate, 3),
+        "bad_rows": stats.bad_rows,
+    }
+
+
+def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
+    return asyncio.run(_run(settings, args.rows))

@@ -1,0 +1,327 @@
+"""The ``streamtune`` command line: it only wires the rooms together.
+
+Run ``streamtune --help`` for the commands; each has its own ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streamtune.errors import StreamtuneError
+from streamtune.settings import Settings
+
+log = logging.getLogger("streamtune")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in (
+        "bootstrap_servers",
+        "topic_prefix",
+        "kafka_data_dir",
+        "kafka_port",
+        "kafka_controller_port",
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+# --- kafka ----------------------------------------------------------------------------
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from streamtune.kafka.local import LocalKafka
+
+    broker = LocalKafka(_settings(args))
+    if args.action == "start":
+        result = broker.start()
+        how = "was already running" if result.already_running else "started"
+        print(
+            f"Kafka {broker.settings.kafka_version} {how} at {result.bootstrap} "
+            f"(pid {result.pid}, {result.seconds:.1f}s; logs in {broker.log_dir})"
+        )
+    elif args.action == "stop":
+        print("Kafka stopped" if broker.stop() else "Kafka was not running")
+    elif args.action == "resolve":
+        print(f"Kafka jars in {broker.resolve()}")
+    else:
+        status = broker.status()
+        print(status.describe())
+        return 0 if status.answering else 3
+    return 0
+
+
+# --- topics ---------------------------------------------------------------------------
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streamtune.kafka.topics import create_topics
+
+    settings = _settings(args)
+    if args.action == "create":
+        for result in asyncio.run(create_topics(settings)):
+            state = "created" if result.created else "exists "
+            print(f"{state} {result.name} ({result.partitions} partitions)")
+    else:
+        for spec in settings.topic_specs():
+            configs = ", ".join(f"{k}={v}" for k, v in spec.configs.items())
+            print(f"{spec.name:<24} {spec.partitions:>3}  {configs}")
+    return 0
+
+
+# --- schemas --------------------------------------------------------------------------
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.export import export_json_schemas
+
+    paths = export_json_schemas(Path(args.directory))
+    print(f"wrote {len(paths)} files to {args.directory}")
+    return 0
+
+
+# --- replay ---------------------------------------------------------------------------
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamtune.replay import BadRow, default_id_prefix, parse_label_map, read_rows, replay
+
+    settings = _settings(args)
+    path = Path(args.file)
+    shown = 0
+
+    def report(bad: BadRow) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= args.show_bad:
+            print(f"{path}:{bad.line}: skipped: {bad.reason}", file=sys.stderr)
+        elif shown == args.show_bad + 1:
+            print(
+                "(further bad rows are counted, not shown; raise --show-bad to see them)",
+                file=sys.stderr,
+            )
+
+    rows = read_rows(
+        path,
+        args.task,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        entity_column=args.entity_column,
+        label_map=parse_label_map(args.label_map),
+        limit=args.limit,
+    )
+    total = args.limit or _count_rows(path)
+    stats = asyncio.run(
+        replay(
+            settings,
+            rows,
+            task=args.task,
+            rate=args.rate,
+            feedback_fraction=args.feedback_fraction,
+            feedback_delay_s=args.feedback_delay,
+            id_prefix=args.id_prefix or default_id_prefix(path),
+            seed=args.seed,
+            total=total,
+            on_bad_row=report,
+        )
+    )
+    print(stats.summary())
+    return 0 if stats.interactions > 0 or stats.bad_rows == 0 else 1
+
+
+def _count_rows(path: Path) -> int | None:
+    if path.suffix in (".jsonl", ".ndjson"):
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    return None
+
+
+# --- demo -----------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamtune.kafka.local import LocalKafka
+    from streamtune.kafka.topics import create_topics
+    from streamtune.replay import default_id_prefix, read_rows, replay
+
+    settings = _settings(args)
+    broker = LocalKafka(settings)
+    if args.local_kafka:
+        result = broker.start()
+        print(
+            f"[1/3] Kafka at {result.bootstrap} ({'already running' if result.already_running else 'started'})"
+        )
+        settings = Settings(**{**settings.model_dump(), "bootstrap_servers": result.bootstrap})
+    created = asyncio.run(create_topics(settings))
+    print(f"[2/3] {len(created)} topics ready ({sum(r.created for r in created)} created)")
+    path = Path(args.file)
+    print(
+        f"[3/3] replaying {path} at {args.rate:.0f}/s with feedback for {args.feedback_fraction:.0%}"
+    )
+    stats = asyncio.run(
+        replay(
+            settings,
+            read_rows(path, args.task, limit=args.limit),
+            task=args.task,
+            rate=args.rate,
+            feedback_fraction=args.feedback_fraction,
+            feedback_delay_s=args.feedback_delay,
+            id_prefix=default_id_prefix(path),
+            seed=7,
+            total=args.limit,
+        )
+    )
+    print(stats.summary())
+    print(
+        "The stream is on the local broker; inference, drift and training agents come next "
+        "(see README: roadmap). Stop the broker with: streamtune kafka stop"
+    )
+    return 0
+
+
+# --- bench ----------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    import orjson
+
+    from streamtune.bench import replay_bench
+
+    benches: dict[str, Callable[[Settings, argparse.Namespace], dict[str, object]]] = {
+        "replay": replay_bench.run,
+    }
+    figures = benches[args.name](_settings(args), args)
+    if args.json:
+        print(orjson.dumps(figures).decode())
+    else:
+        for key, value in figures.items():
+            print(f"{key:>28}: {value}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        dest="bootstrap_servers",
+        help="default: $STREAMTUNE_BOOTSTRAP_SERVERS or 127.0.0.1:9092",
+    )
+    parser.add_argument(
+        "--topic-prefix", dest="topic_prefix", help="default: $STREAMTUNE_TOPIC_PREFIX or none"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamtune",
+        description="Keep a deployed text model adapted to a live Kafka stream.",
+        epilog="Every option also reads from STREAMTUNE_* environment variables; see the README.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka = sub.add_parser("kafka", help="run the local single-node Apache Kafka (KRaft)")
+    kafka.add_argument("action", choices=["start", "stop", "status", "resolve"])
+    kafka.add_argument(
+        "--data-dir",
+        dest="kafka_data_dir",
+        type=Path,
+        help="default: ~/.cache/streamtune/kafka-data",
+    )
+    kafka.add_argument("--port", dest="kafka_port", type=int, help="broker port (default 9092)")
+    kafka.add_argument(
+        "--controller-port", dest="kafka_controller_port", type=int, help="default 9093"
+    )
+    kafka.set_defaults(func=cmd_kafka)
+
+    topics = sub.add_parser("topics", help="create or list streamtune's topics")
+    topics.add_argument("action", choices=["create", "list"])
+    _connection_options(topics)
+    topics.set_defaults(func=cmd_topics)
+
+    schemas = sub.add_parser("schemas", help="export JSON Schema of every message")
+    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("directory")
+    schemas.set_defaults(func=cmd_schemas)
+
+    rp = sub.add_parser(
+        "replay", help="publish interactions (and feedback) from a CSV or JSONL file"
+    )
+    rp.add_argument("file")
+    rp.add_argument("--task", default="tfns-sentiment", help="task name (default tfns-sentiment)")
+    rp.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        help="interactions per second; 0 = unlimited (default 200)",
+    )
+    rp.add_argument(
+        "--feedback-fraction",
+        type=float,
+        default=0.0,
+        help="share of rows whose label is published as feedback",
+    )
+    rp.add_argument(
+        "--feedback-delay",
+        type=float,
+        default=0.0,
+        help="seconds between an interaction and its feedback",
+    )
+    rp.add_argument("--limit", type=int, help="publish at most this many rows")
+    rp.add_argument(
+        "--id-prefix", help="interaction ids are PREFIX-LINE (default: file stem + random)"
+    )
+    rp.add_argument("--text-column")
+    rp.add_argument("--label-column")
+    rp.add_argument("--entity-column")
+    rp.add_argument("--label-map", help="map label names, e.g. Positive=Bullish,Negative=Bearish")
+    rp.add_argument("--seed", type=int, help="seed for choosing which rows get feedback")
+    rp.add_argument(
+        "--show-bad", type=int, default=20, help="print at most this many bad rows (default 20)"
+    )
+    _connection_options(rp)
+    rp.set_defaults(func=cmd_replay)
+
+    demo = sub.add_parser(
+        "demo", help="start local Kafka, create topics and replay TFNS with feedback"
+    )
+    demo.add_argument(
+        "--file", default=str(Path(__file__).resolve().parents[1] / "data" / "tfns" / "valid.csv")
+    )
+    demo.add_argument("--task", default="tfns-sentiment")
+    demo.add_argument("--rate", type=float, default=500.0)
+    demo.add_argument("--limit", type=int, default=2000)
+    demo.add_argument("--feedback-fraction", type=float, default=0.5)
+    demo.add_argument("--feedback-delay", type=float, default=1.0)
+    demo.add_argument(
+        "--no-local-kafka",
+        dest="local_kafka",
+        action="store_false",
+        help="use STREAMTUNE_BOOTSTRAP_SERVERS as it is",
+    )
+    _connection_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
+    bench.add_argument("name", choices=["replay"])
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--rows", type=int, default=10_000)
+    _connection_options(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except StreamtuneError as exc:
+        print(f"streamtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("streamtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

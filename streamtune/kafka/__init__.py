@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every streamtune process: clients, topics, the local broker."""

@@ -1,0 +1,376 @@
+"""A local single-node Apache Kafka (KRaft broker+controller) for development, CI and the demo.
+
+The broker jars are resolved from Maven Central by ``ops/kafka/pom.xml`` into
+``<cache_dir>/kafka-<version>/libs`` once, then reused. The node's storage, its
+``server.properties``, pid file and logs live in the data directory.
+
+Typical use::
+
+    broker = LocalKafka(Settings())
+    broker.start()          # formats storage on first use; harmless when already running
+    broker.status()
+    broker.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamtune.errors import BrokerError
+from streamtune.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPS_KAFKA_DIR = Path(__file__).resolve().parents[2] / "ops" / "kafka"
+_MAIN_CLASS = "kafka.Kafka"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    answering: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    version: str
+
+    def describe(self) -> str:
+        if not self.running:
+            return f"stopped (data dir {self.data_dir})"
+        state = "answering" if self.answering else "running but not answering metadata requests"
+        return f"Kafka {self.version} pid {self.pid} {state} at {self.bootstrap} (data dir {self.data_dir})"
+
+
+@dataclass(frozen=True)
+class StartResult:
+    pid: int
+    already_running: bool
+    seconds: float
+    bootstrap: str
+
+
+class LocalKafka:
+    """Start, stop and inspect the local KRaft node that ``settings`` describe."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.bootstrap = f"{settings.kafka_host}:{settings.kafka_port}"
+
+    # --- paths ----------------------------------------------------------------------
+    @property
+    def libs_dir(self) -> Path:
+        return self.settings.cache_dir / f"kafka-{self.settings.kafka_version}" / "libs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "kraft"
+
+    # --- jars -----------------------------------------------------------------------
+    def resolve(self) -> Path:
+        """Resolve the broker jars from Maven Central into the cache (once)."""
+        marker = self.libs_dir / ".complete"
+        if marker.exists():
+            return self.libs_dir
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is needed once to resolve the Kafka jars; install it")
+        pom = OPS_KAFKA_DIR / "pom.xml"
+        if not pom.exists():
+            raise BrokerError(f"{pom} is missing; run streamtune from a checkout of the repository")
+        self.libs_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(self.libs_dir.parent / ".resolve.lock"):
+            if marker.exists():
+                return self.libs_dir
+            log.info("resolving Apache Kafka %s from Maven Central", self.settings.kafka_version)
+            cmd = [
+                mvn, "-q", "-B", "-f", str(pom),
+                f"-Dkafka.version={self.settings.kafka_version}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.libs_dir}",
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+            if proc.returncode != 0:
+                raise BrokerError(
+                    f"Maven could not resolve Kafka {self.settings.kafka_version}:\n"
+                    f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+                )
+            if not any(self.libs_dir.glob("kafka_2.13-*.jar")):
+                raise BrokerError(f"Maven finished but no kafka_2.13 jar is in {self.libs_dir}")
+            marker.write_text(self.settings.kafka_version)
+        return self.libs_dir
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout_s: float | None = None) -> StartResult:
+        """Start the node and wait until it answers a metadata request. Idempotent."""
+        began = time.monotonic()
+        timeout = timeout_s or self.settings.kafka_start_timeout_s
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(self.data_dir / ".lock"):
+            pid = self._live_pid()
+            if pid is not None:
+                self._wait_answering(pid, timeout, began)
+                return StartResult(pid, True, time.monotonic() - began, self.bootstrap)
+            for port in (self.settings.kafka_port, self.settings.kafka_controller_port):
+                if _port_in_use(self.settings.kafka_host, port, wait_s=5.0):
+                    raise BrokerError(
+                        f"port {port} on {self.settings.kafka_host} is in use by another process; "
+                        "stop it or set STREAMTUNE_KAFKA_PORT / STREAMTUNE_KAFKA_CONTROLLER_PORT"
+                    )
+            libs = self.resolve()
+            props = self._write_properties()
+            self._format_storage(libs, props)
+            pid = self._spawn(libs, props)
+            self._wait_answering(pid, timeout, began)
+            return StartResult(pid, False, time.monotonic() - began, self.bootstrap)
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Stop the node cleanly (SIGTERM, then SIGKILL after ``timeout_s``). False if not running."""
+        pid = self._live_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_exit(pid, timeout_s):
+            log.warning("broker pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout_s)
+            os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> bool:
+        """Kill the node with SIGKILL, as a crash would. For fault tests."""
+        pid = self._live_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        _wait_exit(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> BrokerStatus:
+        pid = self._live_pid()
+        answering = pid is not None and asyncio.run(_answers_metadata(self.bootstrap, 5.0))
+        return BrokerStatus(
+            running=pid is not None,
+            answering=answering,
+            pid=pid,
+            bootstrap=self.bootstrap,
+            data_dir=self.data_dir,
+            version=self.settings.kafka_version,
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.log_dir / "server.log"
+        stdout = self.log_dir / "stdout.log"
+        chunks = []
+        for p in (path, stdout):
+            if p.exists():
+                chunks.append(
+                    f"--- {p} ---\n"
+                    + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+                )
+        return "\n".join(chunks)
+
+    # --- internals ---------------------------------------------------------------------
+    def _write_properties(self) -> Path:
+        s = self.settings
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{s.kafka_host}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{s.kafka_host}:{s.kafka_port},CONTROLLER://{s.kafka_host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{s.kafka_host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.storage_dir),
+            "num.partitions": "3",
+            # Topics are created explicitly from schemas.topics, so a typo fails loudly.
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # A single local node: no reason to delay the first rebalance.
+            "group.initial.rebalance.delay.ms": "0",
+            "message.max.bytes": str(5 * 1024 * 1024),
+            "log.cleaner.backoff.ms": "1000",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _format_storage(self, libs: Path, props: Path) -> None:
+        if (self.storage_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cmd = [
+            _java(), "-Xmx256m", "-cp", f"{libs}/*",
+            "kafka.tools.StorageTool", "format", "--ignore-formatted",
+            "-t", cluster_id, "-c", str(props),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
+
+    def _spawn(self, libs: Path, props: Path) -> int:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        heap = self.settings.kafka_heap
+        cmd = [
+            _java(), f"-Xmx{heap}", f"-Xms{heap}",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={OPS_KAFKA_DIR / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            "-cp", f"{libs}/*", _MAIN_CLASS, str(props),
+        ]  # fmt: skip
+        stdout = (self.log_dir / "stdout.log").open("ab")
+        # A new session: the broker outlives the CLI that started it and ignores its Ctrl-C.
+        proc = subprocess.Popen(  # noqa: S603
+            cmd,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        stdout.close()
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def _wait_answering(self, pid: int, timeout: float, began: float) -> None:
+        while time.monotonic() - began < timeout:
+            if not _pid_alive(pid):
+                raise BrokerError(
+                    f"the broker (pid {pid}) exited during start-up:\n{self.log_tail()}"
+                )
+            if asyncio.run(_answers_metadata(self.bootstrap, 2.0)):
+                return
+            time.sleep(0.25)
+        raise BrokerError(f"the broker did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def _live_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        # Guard against pid reuse: it must be our broker with our config.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return pid  # no /proc (macOS): trust the pid file
+        if (
+            _MAIN_CLASS.encode() in cmdline
+            and str(self.data_dir / "server.properties").encode() in cmdline
+        ):
+            return pid
+        return None
+
+
+async def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer while starting
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
+        return bool(metadata.brokers())
+    except Exception:  # any failure means "not yet"
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+        quiet.setLevel(level)
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home) / "bin" / "java" if java_home else None
+    if candidate is not None and candidate.exists():
+        return str(candidate)
+    found = shutil.which("java")
+    if found is None:
+        raise BrokerError("Java 17 or newer is needed to run the local Kafka broker; install a JRE")
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (we started it in this process) is not alive.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def _wait_exit(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _pid_alive(pid)
+
+
+def _port_in_use(host: str, port: int, wait_s: float = 0.0) -> bool:
+    """True when something still listens on the port after ``wait_s`` (a process that was
+    just killed can hold it for a moment). A bind test would also trip over the half-closed
+    connections a stopped broker leaves behind, which do not stop a restart."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) != 0:
+                return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

