@@ -177,15 +177,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- bench ----------------------------------------------------------------------------
+#: Benchmark name -> "module:function"; each function takes (Settings, Namespace) and returns
+#: the figures as a flat dict, printed as one JSON line with --json.
+BENCHES: dict[str, str] = {
+    "replay": "streamtune.bench.replay_bench:run",
+}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
     import orjson
 
-    from streamtune.bench import replay_bench
-
-    benches: dict[str, Callable[[Settings, argparse.Namespace], dict[str, object]]] = {
-        "replay": replay_bench.run,
-    }
-    figures = benches[args.name](_settings(args), args)
+    module, _, function = BENCHES[args.name].partition(":")
+    run: Callable[[Settings, argparse.Namespace], dict[str, object]] = getattr(
+        importlib.import_module(module), function
+    )
+    figures = run(_settings(args), args)
     if args.json:
         print(orjson.dumps(figures).decode())
     else:
@@ -298,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
-    bench.add_argument("name", choices=["replay"])
+    bench.add_argument("name", choices=sorted(BENCHES))
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--rows", type=int, default=10_000)
     _connection_options(bench)
