@@ -5,7 +5,7 @@ The defaults work against the local broker that ``streamtune kafka start`` runs.
 >>> s = Settings(topic_prefix="demo-")
 >>> s.topic("interactions")
 'demo-interactions'
->>> Settings(kafka_port=19092).bootstrap_servers
+>>> Settings(bootstrap_servers="", kafka_port=19092).bootstrap_servers  # unset: the local broker
 '127.0.0.1:19092'
 >>> Settings(sasl_password="hunter2").sasl_password
 SecretStr('**********')
