@@ -39,6 +39,8 @@ demo: venv
 bench: venv
 	@$(ST) kafka start >/dev/null
 	$(ST) bench replay --json
+	$(ST) bench inference --json
+	$(ST) bench swap --json
 
 kafka-start: venv
 	$(ST) kafka start

@@ -8,6 +8,8 @@ from schemas.codec import dead_letter, decode
 from schemas.errors import ContractError, StreamtuneError, UnknownTaskError
 from schemas.messages import (
     MESSAGE_TYPES,
+    AdapterChunk,
+    AdapterEvent,
     AdapterManifest,
     Alert,
     DeadLetter,
@@ -24,6 +26,8 @@ from schemas.topics import TopicSpec, topic_specs
 
 __all__ = [
     "MESSAGE_TYPES",
+    "AdapterChunk",
+    "AdapterEvent",
     "AdapterManifest",
     "Alert",
     "ContractError",

@@ -27,7 +27,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
     >>> import tempfile
     >>> paths = export_json_schemas(Path(tempfile.mkdtemp()))
     >>> sorted(p.name for p in paths)[:3]
-    ['AdapterManifest.schema.json', 'Alert.schema.json', 'DeadLetter.schema.json']
+    ['AdapterChunk.schema.json', 'AdapterEvent.schema.json', 'AdapterManifest.schema.json']
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = []

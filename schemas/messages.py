@@ -222,6 +222,34 @@ class AdapterManifest(Message):
         return self
 
 
+class AdapterChunk(Message):
+    """One piece of an adapter too large for one record. Key: ``task@version#index``."""
+
+    task: TaskName
+    version: Id
+    index: int = Field(ge=0, lt=4096)
+    chunks: int = Field(ge=1, le=4096)
+    data_b64: str = Field(min_length=1, max_length=2 * limits.MAX_MODEL_UPDATE_BYTES)
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> AdapterChunk:
+        if self.index >= self.chunks:
+            raise ValueError(f"index: {self.index} is not below chunks {self.chunks}")
+        return self
+
+
+class AdapterEvent(Message):
+    """What happened to an adapter: published, loaded, swapped in, rejected, rolled back."""
+
+    task: TaskName
+    version: Id
+    kind: Literal["published", "swapped", "rejected", "rolled_back"]
+    source: ShortStr = Field(description="the process that reports it, e.g. serve-host-1234")
+    error: ShortStr | None = Field(default=None, description="rejection code, e.g. bad_signature")
+    reason: str | None = Field(default=None, max_length=2048)
+    ts_ms: TimestampMs
+
+
 class Alert(Message):
     """A financial-sentiment alert, e.g. a surge of bearish news about one ticker. Key: entity."""
 
@@ -268,6 +296,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         DriftEvent,
         TrainJob,
         AdapterManifest,
+        AdapterChunk,
+        AdapterEvent,
         Alert,
         DeadLetter,
     )

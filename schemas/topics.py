@@ -27,6 +27,7 @@ LABELLED = "labelled"
 DRIFT_EVENTS = "drift-events"
 TRAIN_JOBS = "train-jobs"
 MODEL_UPDATES = "model-updates"
+MODEL_EVENTS = "model-events"
 ALERTS = "alerts"
 DEAD_LETTER = "dead-letter"
 
@@ -70,6 +71,7 @@ _BASE: tuple[TopicSpec, ...] = (
         },
         "signed adapter manifests, keyed by task",
     ),
+    TopicSpec(MODEL_EVENTS, 1, _delete(30 * DAY_MS), "adapter published/swapped/rejected events"),
     TopicSpec(ALERTS, 1, _delete(30 * DAY_MS), "financial-sentiment alerts"),
     TopicSpec(DEAD_LETTER, 1, _delete(14 * DAY_MS), "records that failed to parse or validate"),
 )

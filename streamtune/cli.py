@@ -181,6 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 #: the figures as a flat dict, printed as one JSON line with --json.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
+    "inference": "streamtune.bench.inference_bench:run",
+    "swap": "streamtune.bench.swap_bench:run",
 }
 
 
@@ -305,10 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+    from streamtune import cli_serve
+
+    cli_serve.register(sub, _connection_options)
+
     bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES))
     bench.add_argument("--json", action="store_true")
-    bench.add_argument("--rows", type=int, default=10_000)
+    bench.add_argument("--rows", type=int, help="rows to use (replay: 10000; inference: all 2388)")
     _connection_options(bench)
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -13,7 +13,6 @@ SecretStr('**********')
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +68,32 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(None, ge=1, le=256)
+    data_dir: Path = Field(
+        Path(__file__).resolve().parents[1] / "data",
+        description="seed data for the tasks' seed heads",
+    )
+
+    # --- Serve (inference consumers) and adapters ---------------------------------------
+    serve_group_id: str = Field("streamtune-serve", description="consumer group of serve replicas")
+    serve_tasks: str = Field("", description="comma-separated tasks to serve; empty = all known")
+    serve_max_batch: int = Field(128, ge=1, le=4096, description="most interactions per batch")
+    serve_max_wait_ms: int = Field(20, ge=0, le=10_000, description="longest wait to fill a batch")
+    serve_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="auto: bf16 where the CPU or GPU has native bf16, else fp32"
+    )
+    adapter_inline_max_bytes: int = Field(
+        512 * 1024, ge=1024, le=2 * 1024 * 1024, description="larger adapters travel in chunks"
+    )
+    adapter_chunk_bytes: int = Field(512 * 1024, ge=1024, le=2 * 1024 * 1024)
+    signing_key_file: Path | None = Field(
+        None,
+        description="trainer's Ed25519 private key (PEM); default <cache_dir>/keys/trainer.key",
+    )
+    signing_key: SecretStr | None = Field(None, description="the private key PEM itself")
+    trusted_keys_dir: Path | None = Field(
+        None, description="folder of trusted *.pub keys; default <cache_dir>/keys/trusted"
+    )
+    trusted_keys: str = Field("", description="comma-separated base64 raw Ed25519 public keys")
 
     @model_validator(mode="before")
     @classmethod
@@ -101,9 +126,21 @@ class Settings(BaseSettings):
     def topic_specs(self) -> list[TopicSpec]:
         return topic_specs(prefix=self.topic_prefix, stream_partitions=self.stream_partitions)
 
-    @cached_property
-    def data_dir(self) -> Path:
+    @property
+    def broker_data_dir(self) -> Path:
         return self.kafka_data_dir or self.cache_dir / "kafka-data"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.cache_dir / "keys"
+
+    def served_tasks(self) -> list[str]:
+        from schemas.tasks import get_task, known_tasks
+
+        names = [t.strip() for t in self.serve_tasks.split(",") if t.strip()] or list(known_tasks())
+        for name in names:
+            get_task(name)  # unknown names fail here, with the list of known ones
+        return names
 
     def password(self) -> str | None:
         """The SASL password, from the file if one is named, else from the environment."""

@@ -6,6 +6,8 @@ import base64
 import hashlib
 
 from schemas import (
+    AdapterChunk,
+    AdapterEvent,
     AdapterManifest,
     Alert,
     DeadLetter,
@@ -55,6 +57,13 @@ def examples() -> dict[str, Message]:
             metrics={"holdout_macro_f1": 0.81}, created_ts_ms=TS + 30, key_id="trainer-1",
             signature_b64=base64.b64encode(b"s" * 64).decode(), transfer="inline",
             payload_b64=base64.b64encode(b"adapter").decode(),
+        ),
+        "AdapterChunk": AdapterChunk(
+            task="tfns-sentiment", version="v2", index=1, chunks=3, data_b64=base64.b64encode(b"part").decode(),
+        ),
+        "AdapterEvent": AdapterEvent(
+            task="tfns-sentiment", version="v2", kind="rejected", source="serve-1", error="bad_signature",
+            reason="signature does not verify", ts_ms=TS + 40,
         ),
         "Alert": Alert(
             alert_id="alert-1", kind="bearish_surge", task="tfns-sentiment", entity="$TSLA",

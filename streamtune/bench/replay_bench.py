@@ -90,4 +90,4 @@ async def _run(settings: Settings, n: int) -> dict[str, object]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
-    return asyncio.run(_run(settings, args.rows))
+    return asyncio.run(_run(settings, args.rows or 10_000))

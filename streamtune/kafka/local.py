@@ -68,7 +68,7 @@ class LocalKafka:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.data_dir = settings.data_dir
+        self.data_dir = settings.broker_data_dir
         self.bootstrap = f"{settings.kafka_host}:{settings.kafka_port}"
 
     # --- paths ----------------------------------------------------------------------

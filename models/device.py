@@ -1,0 +1,35 @@
+"""Choose the torch device and thread count once, from the settings."""
+
+from __future__ import annotations
+
+import torch
+
+from models.inference import Precision
+from streamtune.settings import Settings
+
+
+def resolve_device(settings: Settings) -> torch.device:
+    """``cuda`` when asked for or (``auto``) available, else ``cpu``; sets CPU threads.
+
+    >>> resolve_device(Settings(device="cpu")).type
+    'cpu'
+    """
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        from streamtune.errors import ConfigError
+
+        raise ConfigError("STREAMTUNE_DEVICE=cuda but torch sees no CUDA device")
+    if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_precision(settings: Settings, device: torch.device) -> Precision:
+    """``auto`` picks bf16 where the hardware runs it natively (AVX512-BF16/AMX, or a GPU with
+    bf16), since it keeps fp32's accuracy at a fraction of the cost; fp32 elsewhere."""
+    if settings.serve_precision != "auto":
+        return settings.serve_precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"

@@ -1,0 +1,18 @@
+"""Errors of the models room."""
+
+from __future__ import annotations
+
+from streamtune.errors import StreamtuneError
+
+
+class AdapterRejected(StreamtuneError, ValueError):
+    """An adapter failed verification or a compatibility check; the live model stays.
+
+    ``kind`` is a short code: ``tampered``, ``unsigned``, ``unknown_key``, ``bad_signature``,
+    ``incompatible``, ``malformed`` or ``non_finite``.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason

