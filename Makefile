@@ -41,6 +41,7 @@ bench: venv
 	$(ST) bench replay --json
 	$(ST) bench inference --json
 	$(ST) bench swap --json
+	$(ST) bench train --json
 
 kafka-start: venv
 	$(ST) kafka start

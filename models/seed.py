@@ -30,6 +30,11 @@ SEED_FILES = {
     "tfns-sentiment": ("tfns/train.csv", "text", "label"),
     "banking77-intent": ("banking77/train.csv", "text", "category"),
 }
+#: Held-out data per task for the anchor set, which guards against forgetting.
+ANCHOR_FILES = {
+    "tfns-sentiment": ("tfns/valid.csv", "text", "label"),
+    "banking77-intent": ("banking77/test.csv", "text", "category"),
+}
 SEED_SAMPLE = 2000
 SEED_VERSION = "base"
 
@@ -38,10 +43,23 @@ def seed_examples(
     task: str, data_dir: Path = REPO_DATA, limit: int | None = SEED_SAMPLE
 ) -> tuple[list[str], list[int]]:
     """A fixed, seeded sample of the task's seed data as (texts, label indices)."""
+    return _sample(task, SEED_FILES, data_dir, limit)
+
+
+def anchor_examples(
+    task: str, data_dir: Path = REPO_DATA, limit: int | None = 500
+) -> tuple[list[str], list[int]]:
+    """A fixed, seeded sample of the task's held-out data: the gate's anchor set."""
+    return _sample(task, ANCHOR_FILES, data_dir, limit)
+
+
+def _sample(
+    task: str, files: dict[str, tuple[str, str, str]], data_dir: Path, limit: int | None
+) -> tuple[list[str], list[int]]:
     spec = get_task(task)
-    if task not in SEED_FILES:
+    if task not in files:
         raise ConfigError(f"no seed data is known for task {task!r}")
-    name, text_col, label_col = SEED_FILES[task]
+    name, text_col, label_col = files[task]
     path = data_dir / name
     if not path.exists():
         raise ConfigError(

@@ -250,6 +250,26 @@ class AdapterEvent(Message):
     ts_ms: TimestampMs
 
 
+class JobStatus(Message):
+    """Progress and outcome of a train job, on ``train-status``. Key: the job's task key.
+
+    ``started`` and ``progress`` may repeat (one per attempt); a job ends with exactly one
+    of ``finished`` (at least one adapter promoted), ``rejected`` (the gate said no) or
+    ``failed`` (every attempt failed; the live model is untouched).
+    """
+
+    job_id: Id
+    tasks: list[TaskName] = Field(min_length=1, max_length=8)
+    state: Literal["started", "progress", "finished", "rejected", "failed"]
+    attempt: int = Field(ge=1, le=100)
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    message: str | None = Field(default=None, max_length=2048)
+    metrics: MetricMap = Field(default_factory=dict)
+    adapter_versions: dict[str, Id] = Field(default_factory=dict, max_length=8)
+    source: ShortStr
+    ts_ms: TimestampMs
+
+
 class Alert(Message):
     """A financial-sentiment alert, e.g. a surge of bearish news about one ticker. Key: entity."""
 
@@ -298,6 +318,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         AdapterManifest,
         AdapterChunk,
         AdapterEvent,
+        JobStatus,
         Alert,
         DeadLetter,
     )

@@ -26,6 +26,7 @@ PREDICTIONS = "predictions"
 LABELLED = "labelled"
 DRIFT_EVENTS = "drift-events"
 TRAIN_JOBS = "train-jobs"
+TRAIN_STATUS = "train-status"
 MODEL_UPDATES = "model-updates"
 MODEL_EVENTS = "model-events"
 ALERTS = "alerts"
@@ -59,6 +60,7 @@ _BASE: tuple[TopicSpec, ...] = (
     TopicSpec(LABELLED, DEFAULT_STREAM_PARTITIONS, _delete(-1), "joined labelled examples"),
     TopicSpec(DRIFT_EVENTS, 1, _delete(30 * DAY_MS), "drift detections"),
     TopicSpec(TRAIN_JOBS, 1, _delete(30 * DAY_MS), "LoRA update jobs, keyed by task"),
+    TopicSpec(TRAIN_STATUS, 1, _delete(30 * DAY_MS), "train job progress and outcomes"),
     # Compacted so a late consumer still finds the live adapter; one partition keeps
     # manifests and their chunks in order.
     TopicSpec(

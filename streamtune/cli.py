@@ -183,6 +183,7 @@ BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
     "inference": "streamtune.bench.inference_bench:run",
     "swap": "streamtune.bench.swap_bench:run",
+    "train": "streamtune.bench.train_bench:run",
 }
 
 
@@ -310,11 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     from streamtune import cli_serve
 
     cli_serve.register(sub, _connection_options)
+    cli_serve.register_train(sub, _connection_options)
 
     bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES))
     bench.add_argument("--json", action="store_true")
-    bench.add_argument("--rows", type=int, help="rows to use (replay: 10000; inference: all 2388)")
+    bench.add_argument(
+        "--rows", type=int, help="rows to use (replay: 10000; inference: all 2388; train: all)"
+    )
+    bench.add_argument(
+        "--epochs", type=int, help="train: epochs (default $STREAMTUNE_TRAIN_EPOCHS)"
+    )
     _connection_options(bench)
     bench.set_defaults(func=cmd_bench)
     return parser

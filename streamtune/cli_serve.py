@@ -144,3 +144,43 @@ def register(sub: argparse._SubParsersAction, connection_options: object) -> Non
     )
     add_conn(rb)  # type: ignore[operator]
     rb.set_defaults(func=cmd_rollback)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamtune.trainer import Trainer
+
+    settings = _settings(args)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        trainer = Trainer(settings)
+        announce = asyncio.create_task(_announce_trainer(trainer))
+        stats = await trainer.run(stop)
+        announce.cancel()
+        print(
+            f"trainer stopped: {stats.jobs} jobs, {stats.promoted} adapters promoted, "
+            f"{stats.rejected} rejected by the gate, {stats.failed} jobs failed",
+            flush=True,
+        )
+
+    asyncio.run(main())
+    return 0
+
+
+async def _announce_trainer(trainer: object) -> None:
+    await trainer.ready.wait()  # type: ignore[attr-defined]
+    print(
+        "training: waiting for train jobs (Ctrl-C or SIGTERM stops; a job in progress reruns later)",
+        flush=True,
+    )
+
+
+def register_train(sub: argparse._SubParsersAction, connection_options: object) -> None:
+    train = sub.add_parser(
+        "train", help="run a trainer worker: train jobs -> gated, signed adapters"
+    )
+    connection_options(train)  # type: ignore[operator]
+    train.set_defaults(func=cmd_train)

