@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streamtune import cli_worker
 from streamtune.errors import StreamtuneError
 from streamtune.settings import Settings
 
@@ -181,6 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 #: the figures as a flat dict, printed as one JSON line with --json.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
+    "drift": "streamtune.bench.drift_bench:run",
 }
 
 
@@ -304,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    cli_worker.register(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES))

@@ -1,0 +1,209 @@
+"""The worker's composition root: one Faust app, its tables, agents and timers.
+
+``streamtune worker`` runs :func:`create_app` with the settings. Faust's own command line
+works too, reading the settings from ``STREAMTUNE_*``::
+
+    faust -A streams.app worker -l info
+
+Agents:
+
+``join``
+    interactions + predictions + feedback + join ticks -> ``labelled``, observations for the
+    task agent, dead letters (:mod:`streams.join_agent`).
+``tasks``
+    observations, adapter announcements, ticks -> ``drift-events``, ``train-jobs``
+    (:mod:`streams.task_agent`).
+``adapters``
+    ``model-updates`` -> adapter announcements for the task agent, which end a job in flight.
+
+Tables (memory store, recovered from their changelog topics on restart): ``join`` (join
+state by interaction_id, plus one progress record per partition) and ``tasks`` (one
+:class:`~streams.windows.TaskState` per task: windows, offsets, counters, policy state).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from schemas import limits
+from schemas.codec import decode
+from schemas.messages import AdapterManifest, DeadLetter
+from schemas.tasks import known_tasks
+from streams.join_agent import JoinAgent
+from streams.task_agent import TaskAgent, tick_events
+from streams.topology import Topology, app_id, internal_topic_specs
+from streams.transport import StreamtuneApp
+from streamtune.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> StreamtuneApp:
+    """A Faust app running the worker's agents against the configured broker."""
+    settings = settings or load_settings()
+    app = StreamtuneApp(
+        app_id(settings),
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        broker_client_id=settings.client_id,
+        broker_request_timeout=settings.request_timeout_ms / 1000,
+        broker_commit_interval=settings.worker_commit_interval_s,
+        broker_max_poll_records=settings.worker_max_poll_records,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 3),
+        consumer_group_instance_id=settings.worker_instance_id,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
+        producer_acks=-1,
+        producer_max_request_size=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
+        store="memory://",
+        topic_partitions=settings.stream_partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+    )
+    topology = Topology(settings, app)
+    # Keys and values are JSON (Faust's default codec); the agents write the changelog
+    # records themselves, once per key per batch, in the same format.
+    topology.join_table = app.Table("join", partitions=settings.stream_partitions)
+    topology.task_table = app.Table("tasks", partitions=settings.stream_partitions)
+    app.batched_topics = frozenset(
+        {
+            topology.interactions,
+            topology.predictions,
+            topology.feedback,
+            topology.join_ticks,
+            topology.task_events,
+            topology.model_updates,
+        }
+    )
+    app.prepare = lambda: _create_topics(settings)
+    _register(app, topology)
+    return app
+
+
+def _register(app: StreamtuneApp, t: Topology) -> None:
+    join = JoinAgent(t)
+    tasks = TaskAgent(t)
+
+    def raw_topic(*names: str) -> Any:
+        return app.topic(
+            *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+        )
+
+    @app.agent(raw_topic(t.interactions, t.predictions, t.feedback, t.join_ticks), name="join")
+    async def join_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await join.process(event.message.topic, event.message.partition, event.value)
+
+    @app.agent(raw_topic(t.task_events), name="tasks")
+    async def task_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await tasks.process(event.message.partition, event.value)
+
+    @app.agent(raw_topic(t.model_updates), name="adapters")
+    async def adapter_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await _announce_adapters(t, event.value)
+
+    @app.timer(t.settings.worker_tick_interval_s, on_leader=True)
+    async def ticks() -> None:
+        now = int(time.time() * 1000)
+        body = orjson.dumps({"ts": now})
+        for partition in range(t.settings.stream_partitions):
+            await app.producer.send(t.join_ticks, None, body, partition, None, None)
+        for key, value in tick_events():
+            await app.producer.send(t.task_events, key, value, None, None, None)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        join.forget({tp.partition for tp in revoked if tp.topic == t.interactions})
+        tasks.forget({tp.partition for tp in revoked if tp.topic == t.task_events})
+
+    app.join_runner, app.task_runner = join, tasks  # for tests and the status command
+
+
+async def _announce_adapters(t: Topology, records: list[Any]) -> None:
+    """Forward adapter manifests (keyed by task) to the task agent; skip adapter chunks."""
+    tasks = set(known_tasks())
+    pending = []
+    for record in records:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        if key not in tasks:
+            continue  # chunks of a large adapter travel under their own keys
+        manifest = decode(
+            AdapterManifest,
+            record.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            max_bytes=limits.MAX_MODEL_UPDATE_BYTES + 64 * 1024,
+        )
+        if isinstance(manifest, DeadLetter):
+            log.warning("dead-lettering %s@%d: %s", record.topic, record.offset, manifest.reason)
+            pending.append(
+                await t.app.producer.send(
+                    t.dead_letter,
+                    manifest.source_topic.encode(),
+                    manifest.to_bytes(),
+                    None,
+                    None,
+                    None,
+                )
+            )
+            continue
+        notice = {
+            "kind": "adapter",
+            "task": manifest.task,
+            "version": manifest.version,
+            "job_id": manifest.job_id,
+            "created_ms": manifest.created_ts_ms,
+        }
+        pending.append(
+            await t.app.producer.send(
+                t.task_events, manifest.task.encode(), orjson.dumps(notice), None, None, None
+            )
+        )
+    for fut in pending:
+        await fut
+
+
+async def _create_topics(settings: Settings) -> None:
+    """Create streamtune's topics and the worker's own (idempotent), before Faust subscribes."""
+    from streamtune.kafka.topics import create_topics
+
+    await create_topics(settings, settings.topic_specs() + internal_topic_specs(settings))
+
+
+def _credentials(settings: Settings) -> Any:
+    kwargs = settings.kafka_client_kwargs()
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.password(),
+            mechanism=settings.sasl_mechanism,
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return None
+
+
+_APP: StreamtuneApp | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A streams.app` looks up `streams.app.app`: build it on first use, from the
+    # environment, so that importing this module (tests, docs) connects to nothing.
+    global _APP
+    if name == "app":
+        if _APP is None:
+            _APP = create_app()
+        return _APP
+    raise AttributeError(name)
