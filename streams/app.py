@@ -42,10 +42,18 @@ from streamtune.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
+#: Batches an agent takes at once, and how long it waits to fill a group.
+GROUP_EVENTS = 64
+GROUP_WAIT_S = 0.002
+
 
 def create_app(settings: Settings | None = None) -> StreamtuneApp:
     """A Faust app running the worker's agents against the configured broker."""
     settings = settings or load_settings()
+    aiokafka_log = logging.getLogger("aiokafka")
+    if aiokafka_log.level == logging.NOTSET:
+        # aiokafka logs every message sent at DEBUG; keep that off unless asked for.
+        aiokafka_log.setLevel(logging.INFO)
     app = StreamtuneApp(
         app_id(settings),
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
@@ -87,6 +95,17 @@ def create_app(settings: Settings | None = None) -> StreamtuneApp:
     return app
 
 
+def run_worker(app: StreamtuneApp, loglevel: str = "info") -> None:
+    """Run ``app`` in a Faust worker until it is stopped (Ctrl-C or SIGTERM)."""
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    # Faust's progress spinner sets the root logger to DEBUG so that it spins on every log
+    # record; every library debug call then builds a record, about 20 us per message sent.
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 def _register(app: StreamtuneApp, t: Topology) -> None:
     join = JoinAgent(t)
     tasks = TaskAgent(t)
@@ -96,15 +115,17 @@ def _register(app: StreamtuneApp, t: Topology) -> None:
             *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
         )
 
+    # Each event is one fetched batch of one partition; take_events groups the batches that
+    # are ready, so that the agents wait for the broker once per group.
     @app.agent(raw_topic(t.interactions, t.predictions, t.feedback, t.join_ticks), name="join")
     async def join_agent(stream: Any) -> None:
-        async for event in stream.events():
-            await join.process(event.message.topic, event.message.partition, event.value)
+        async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
+            await join.process([(e.message.topic, e.message.partition, e.value) for e in events])
 
     @app.agent(raw_topic(t.task_events), name="tasks")
     async def task_agent(stream: Any) -> None:
-        async for event in stream.events():
-            await tasks.process(event.message.partition, event.value)
+        async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
+            await tasks.process([(e.message.partition, e.value) for e in events])
 
     @app.agent(raw_topic(t.model_updates), name="adapters")
     async def adapter_agent(stream: Any) -> None:

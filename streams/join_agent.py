@@ -58,14 +58,21 @@ class JoinAgent:
         for partition in partitions:
             self.parts.pop(partition, None)
 
-    async def process(self, topic: str, partition: int, records: list[Any]) -> None:
-        """Handle one batch of records of ``topic[partition]``."""
-        part = await self._partition(partition)
+    async def process(self, batches: list[tuple[str, int, list[Any]]]) -> None:
+        """Handle batches of records, each ``(topic, partition, records)``.
+
+        Several batches are handled together so that the broker round trips of steps 2
+        and 3 are paid once per group instead of once per batch.
+        """
+        touched: dict[int, JoinPartition] = {}
         dead: list[DeadLetter] = []
-        if topic == self.t.join_ticks:
-            if await self._caught_up(partition):
-                part.tick(max(orjson.loads(r.value)["ts"] for r in records))
-        else:
+        for topic, partition, records in batches:
+            part = touched.get(partition) or await self._partition(partition)
+            touched[partition] = part
+            if topic == self.t.join_ticks:
+                if await self._caught_up(partition):
+                    part.tick(max(orjson.loads(r.value)["ts"] for r in records))
+                continue
             model, handler = self._models[topic]
             apply = getattr(part, handler)
             for record in records:
@@ -79,16 +86,18 @@ class JoinAgent:
                 )
                 if isinstance(message, DeadLetter):
                     dead.append(message)
-                    continue
-                apply(message, offset=record.offset, ts_ms=record.timestamp)
+                else:
+                    apply(message, offset=record.offset, ts_ms=record.timestamp)
             self.processed[(topic, partition)] = records[-1].offset + 1
-        await self._publish(part, dead)
+        await self._publish(list(touched.values()), dead)
 
-    async def _publish(self, part: JoinPartition, dead: list[DeadLetter]) -> None:
+    async def _publish(self, parts: list[JoinPartition], dead: list[DeadLetter]) -> None:
         producer = self.t.app.producer
-        examples = part.take_labelled()
-        if examples:
-            pending = [
+        # Step 2: labelled examples, to the partition they were joined on; wait for offsets.
+        sent = []
+        for part in parts:
+            examples = part.take_labelled()
+            futures = [
                 await producer.send(
                     self.t.labelled,
                     example.interaction_id.encode(),
@@ -99,15 +108,21 @@ class JoinAgent:
                 )
                 for example in examples
             ]
-            results = await asyncio.gather(*pending)
-            part.confirm(examples, [meta.offset for meta in results])
-        pending = [
-            await producer.send(
-                self.t.task_events, task.encode(), orjson.dumps(obs.to_dict(task)), None, None, None
-            )
-            for task, obs in part.take_observations().items()
-        ]
-        for letter in dead + part.take_dead_letters():
+            sent.append((part, examples, futures))
+        for part, examples, futures in sent:
+            if examples:
+                results = await asyncio.gather(*futures)
+                part.confirm(examples, [meta.offset for meta in results])
+        # Step 3: observations for the task agent, and dead letters; wait for them too.
+        pending = []
+        for part in parts:
+            for task, obs in part.take_observations().items():
+                body = orjson.dumps(obs.to_dict(task))
+                pending.append(
+                    await producer.send(self.t.task_events, task.encode(), body, None, None, None)
+                )
+            dead += part.take_dead_letters()
+        for letter in dead:
             log.warning(
                 "dead-lettering %s[%d]@%d: %s",
                 letter.source_topic,
@@ -126,10 +141,12 @@ class JoinAgent:
                 )
             )
         await asyncio.gather(*pending)
+        # Step 4: join state, then progress, per partition; Faust flushes before it commits.
         changelog = self.t.join_table.changelog_topic.get_topic_name()
-        for key, value in part.changes().items():
-            body = None if value is None else orjson.dumps(value)
-            await producer.send(changelog, orjson.dumps(key), body, part.partition, None, None)
+        for part in parts:
+            for key, value in part.changes().items():
+                body = None if value is None else orjson.dumps(value)
+                await producer.send(changelog, orjson.dumps(key), body, part.partition, None, None)
 
     async def _partition(self, partition: int) -> JoinPartition:
         part = self.parts.get(partition)

@@ -23,12 +23,13 @@ import logging
 import math
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from schemas.codec import dead_letter
-from schemas.messages import DriftEvent, TrainJob
+from schemas.messages import DeadLetter, DriftEvent, TrainJob
 from schemas.tasks import get_task, known_tasks
 from streams.drift import Detection, DriftConfig, DriftMonitor
 from streams.readback import read_partition
@@ -37,6 +38,15 @@ from streams.trigger import TriggerConfig, adapter_published, evaluate, trigger
 from streams.windows import TaskState, WindowConfig, add_example, close_if_old
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Outputs:
+    """What one group of batches publishes."""
+
+    drift_events: list[DriftEvent] = field(default_factory=list)
+    jobs: list[TrainJob] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 class TaskAgent:
@@ -71,55 +81,64 @@ class TaskAgent:
                 del self.monitors[task]
                 self._replay_marks.pop(task, None)
 
-    async def process(self, partition: int, records: list[Any]) -> None:
-        """Handle one batch of records of ``task-events[partition]``."""
+    async def process(self, batches: list[tuple[int, list[Any]]]) -> None:
+        """Handle batches of ``task-events`` records, each ``(partition, records)``."""
         now = int(time.time() * 1000)
-        states: dict[str, TaskState] = {}
-        drift_events: list[DriftEvent] = []
-        jobs: list[TrainJob] = []
-        dead = []
-        for record in records:
-            try:
-                data = orjson.loads(record.value)
-                task = data["task"]
-                get_task(task)
-            except Exception as exc:  # a corrupt internal record must not stop the agent
-                dead.append(
-                    dead_letter(
-                        record.value,
-                        error="invalid_event",
-                        reason=f"unreadable task event: {exc}",
-                        topic=record.topic,
-                        partition=partition,
-                        offset=record.offset,
-                        key=record.key,
-                    )
-                )
-                continue
-            state = states.get(task) or self._state(task, create=data["kind"] == "obs")
-            if state is None or record.offset < state.obs_next:
-                continue
-            states[task] = state
-            if data["kind"] == "obs":
-                monitor = await self._monitor(state, partition)
-                drift_events += self._observe(state, monitor, data, record.offset, now)
-            elif data["kind"] == "adapter":
-                adapter_published(state, data["version"], data.get("job_id"), data["created_ms"])
-            state.obs_next = record.offset + 1
-            close_if_old(state, self.window_config, now)
-            job = evaluate(state, self.trigger_config, now_ms=now, labelled_topic=self.t.labelled)
-            if job is not None:
-                log.info("train job %s (%s) for %s", job.job_id, job.reason, task)
-                jobs.append(job)
-        await self._publish(drift_events, jobs, dead)
+        states: dict[str, tuple[int, TaskState]] = {}
+        out = _Outputs()
+        for partition, records in batches:
+            for record in records:
+                await self._apply(partition, record, now, states, out)
+        await self._publish(out)
         changelog = self.t.task_table.changelog_topic.get_topic_name()
         store = self.t.task_table.data
-        for task, state in states.items():
+        for task, (partition, state) in states.items():
             value = state.to_dict()
             store[task] = value
             await self.t.app.producer.send(
                 changelog, orjson.dumps(task), orjson.dumps(value), partition, None, None
             )
+
+    async def _apply(
+        self,
+        partition: int,
+        record: Any,
+        now: int,
+        states: dict[str, tuple[int, TaskState]],
+        out: _Outputs,
+    ) -> None:
+        try:
+            data = orjson.loads(record.value)
+            task = data["task"]
+            get_task(task)
+        except Exception as exc:  # a corrupt internal record must not stop the agent
+            out.dead.append(
+                dead_letter(
+                    record.value,
+                    error="invalid_event",
+                    reason=f"unreadable task event: {exc}",
+                    topic=record.topic,
+                    partition=partition,
+                    offset=record.offset,
+                    key=record.key,
+                )
+            )
+            return
+        state = states[task][1] if task in states else self._state(task, data["kind"] == "obs")
+        if state is None or record.offset < state.obs_next:
+            return
+        states[task] = (partition, state)
+        if data["kind"] == "obs":
+            monitor = await self._monitor(state, partition)
+            out.drift_events += self._observe(state, monitor, data, record.offset, now)
+        elif data["kind"] == "adapter":
+            adapter_published(state, data["version"], data.get("job_id"), data["created_ms"])
+        state.obs_next = record.offset + 1
+        close_if_old(state, self.window_config, now)
+        job = evaluate(state, self.trigger_config, now_ms=now, labelled_topic=self.t.labelled)
+        if job is not None:
+            log.info("train job %s (%s) for %s", job.job_id, job.reason, task)
+            out.jobs.append(job)
 
     def _observe(
         self, state: TaskState, monitor: DriftMonitor, data: dict[str, Any], offset: int, now: int
@@ -152,25 +171,14 @@ class TaskAgent:
             trigger(state, "drift", event.event_id)
         return events
 
-    async def _publish(
-        self, drift_events: list[DriftEvent], jobs: list[TrainJob], dead: list
-    ) -> None:
+    async def _publish(self, out: _Outputs) -> None:
         producer = self.t.app.producer
+        records = [(self.t.drift_events, e.task, e) for e in out.drift_events]
+        records += [(self.t.train_jobs, j.key, j) for j in out.jobs]
+        records += [(self.t.dead_letter, d.source_topic, d) for d in out.dead]
         pending = [
-            await producer.send(
-                self.t.drift_events, e.task.encode(), e.to_bytes(), None, None, None
-            )
-            for e in drift_events
-        ]
-        pending += [
-            await producer.send(self.t.train_jobs, j.key.encode(), j.to_bytes(), None, None, None)
-            for j in jobs
-        ]
-        pending += [
-            await producer.send(
-                self.t.dead_letter, d.source_topic.encode(), d.to_bytes(), None, None, None
-            )
-            for d in dead
+            await producer.send(topic, key.encode(), message.to_bytes(), None, None, None)
+            for topic, key, message in records
         ]
         await asyncio.gather(*pending)
 

@@ -182,6 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 #: the figures as a flat dict, printed as one JSON line with --json.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
+    "stream": "streamtune.bench.stream_bench:run",
     "drift": "streamtune.bench.drift_bench:run",
 }
 

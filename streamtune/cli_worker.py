@@ -29,13 +29,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         print(describe(asyncio.run(worker_status(settings))))
         return 0
-    from faust.worker import Worker
+    from streams.app import create_app, run_worker
 
-    from streams.app import create_app
-
-    app = create_app(settings)
-    worker = Worker(app, loglevel=args.loglevel, quiet=not args.banner)
-    worker.execute_from_commandline()  # returns only by SystemExit
+    run_worker(create_app(settings), loglevel=args.loglevel)  # returns only by SystemExit
     return 0
 
 
@@ -48,7 +44,6 @@ def register(subparsers: Any) -> None:
     )
     worker.add_argument("action", nargs="?", choices=["run", "status"], default="run")
     worker.add_argument("--loglevel", default="info", help="Faust log level (default info)")
-    worker.add_argument("--banner", action="store_true", help="print Faust's start-up banner")
     worker.add_argument(
         "--bootstrap-servers",
         dest="bootstrap_servers",
