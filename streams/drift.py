@@ -128,13 +128,15 @@ class Statistic:
     def _reset(self) -> None:
         self._detectors = {name: make() for name, make in self._factories.items()}
         self._n = 0
-        self._mean = 0.0
+        self._recent = 0.0  # fast-moving mean: the level after a change
+        self._mean = 0.0  # mean since the last reset: the level before it
 
     def update(self, x: float) -> tuple[str, str, float] | None:
         """Feed one value; on a detection return ``(statistic, detector, new level)``."""
         self._n += 1
+        self._recent += (x - self._recent) / min(self._n, 20)
         before = self._mean
-        self._mean += (x - self._mean) / min(self._n, 50)  # a short memory of the level
+        self._mean += (x - self._mean) / self._n
         fired = None
         for name, detector in self._detectors.items():
             detector.update(x)
@@ -142,18 +144,12 @@ class Statistic:
                 fired = name
         if fired is None or self._n <= self.grace:
             return None
-        level = self._level(fired, before)
+        level = self._recent
         statistic = self.name
         if self.two_sided_name:
             statistic += "_up" if level >= before else "_down"
         self._reset()
         return statistic, fired, level
-
-    def _level(self, fired: str, before: float) -> float:
-        detector = self._detectors[fired]
-        if isinstance(detector, drift.ADWIN) and detector.width:
-            return float(detector.estimation)
-        return self._mean if math.isfinite(self._mean) else before
 
 
 class DriftMonitor:

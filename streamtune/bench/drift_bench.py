@@ -62,28 +62,46 @@ def _rows(path: Path, text: str, label: str, mapping: dict[str, int] | None = No
     return out
 
 
-def _events() -> tuple[list[Event], list[Event]]:
-    """Model answers for TFNS valid and surge_crypto, from a model trained on TFNS train."""
+def stand_in_answers() -> dict[str, list[tuple[str, int, list[float]]]]:
+    """``(text, label, probabilities)`` for TFNS valid and surge_crypto, from the stand-in
+    model trained on TFNS train. The integration tests publish these as predictions."""
     from river import feature_extraction, naive_bayes
 
     model = feature_extraction.BagOfWords(lowercase=True) | naive_bayes.MultinomialNB(alpha=1.0)
     for text, label in _rows(DATA / "tfns" / "train.csv", "text", "label"):
         model.learn_one(text, label)
+    labels = range(get_task(TASK).num_labels)
 
-    def answer(rows: list) -> list[Event]:
+    def answer(rows: list) -> list[tuple[str, int, list[float]]]:
         out = []
         for text, label in rows:
             probs = model.predict_proba_one(text)
-            predicted = max(probs, key=probs.__getitem__)
-            out.append(Event(input_tokens(text), float(probs[predicted]), label, predicted))
+            vector = [float(probs.get(k, 0.0)) for k in labels]
+            total = sum(vector)
+            out.append((text, label, [p / total for p in vector]))
         return out
 
     crypto_labels = {"Negative": 0, "Positive": 1}
-    tfns = answer(_rows(DATA / "tfns" / "valid.csv", "text", "label"))
-    crypto = answer(
-        _rows(DATA / "surge_crypto" / "sentiment.csv", "Comment Text", "Sentiment", crypto_labels)
-    )
-    return tfns, crypto
+    return {
+        "tfns": answer(_rows(DATA / "tfns" / "valid.csv", "text", "label")),
+        "crypto": answer(
+            _rows(DATA / "surge_crypto" / "sentiment.csv", "Comment Text", "Sentiment", crypto_labels)
+        ),
+    }
+
+
+def _events() -> tuple[list[Event], list[Event]]:
+    """What the worker learns from each answered text."""
+
+    def events(answers: list[tuple[str, int, list[float]]]) -> list[Event]:
+        out = []
+        for text, label, probs in answers:
+            predicted = max(range(len(probs)), key=probs.__getitem__)
+            out.append(Event(input_tokens(text), probs[predicted], label, predicted))
+        return out
+
+    answers = stand_in_answers()
+    return events(answers["tfns"]), events(answers["crypto"])
 
 
 def _swap(event: Event) -> Event:
