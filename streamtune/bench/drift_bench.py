@@ -85,7 +85,9 @@ def stand_in_answers() -> dict[str, list[tuple[str, int, list[float]]]]:
     return {
         "tfns": answer(_rows(DATA / "tfns" / "valid.csv", "text", "label")),
         "crypto": answer(
-            _rows(DATA / "surge_crypto" / "sentiment.csv", "Comment Text", "Sentiment", crypto_labels)
+            _rows(
+                DATA / "surge_crypto" / "sentiment.csv", "Comment Text", "Sentiment", crypto_labels
+            )
         ),
     }
 
