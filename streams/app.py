@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None) -> StreamtuneApp:
         store="memory://",
         topic_partitions=settings.stream_partitions,
         topic_replication_factor=settings.replication_factor,
+        # The agents write table state themselves; standbys would apply it to the same
+        # memory store, so every worker recovers its partitions from the changelog instead.
+        table_standby_replicas=0,
         processing_guarantee="at_least_once",
         web_enabled=False,
     )

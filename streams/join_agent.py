@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -54,9 +53,14 @@ class JoinAgent:
         }
 
     def forget(self, partitions: set[int]) -> None:
-        """The partitions moved to another worker: drop their in-memory state."""
+        """The partitions moved away: drop their state (Faust recovers it if they return)."""
+        store = self.t.join_table.data
+        for key, value in list(store.items()):
+            if isinstance(value, dict) and value.get("pt") in partitions:
+                store.pop(key, None)
         for partition in partitions:
             self.parts.pop(partition, None)
+            store.pop(progress_key(partition), None)
 
     async def process(self, batches: list[tuple[str, int, list[Any]]]) -> None:
         """Handle batches of records, each ``(topic, partition, records)``.
@@ -203,8 +207,3 @@ class JoinAgent:
             if done is None or done < highwater:
                 return False
         return True
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds (for ticks)."""
-    return int(time.time() * 1000)

@@ -74,12 +74,15 @@ class TaskAgent:
         self._replay_marks: dict[str, deque[tuple[int, int]]] = {}
 
     def forget(self, partitions: set[int]) -> None:
-        """Partitions moved away: their tasks' detectors are rebuilt if they come back."""
+        """Partitions moved away: drop their tasks (state and detectors come back by recovery
+        and replay if the partitions do)."""
         n = self.t.settings.stream_partitions
-        for task in list(self.monitors):
+        store = self.t.task_table.data
+        for task in {*self.monitors, *list(store.keys())}:
             if _partition_of(task, n) in partitions:
-                del self.monitors[task]
+                self.monitors.pop(task, None)
                 self._replay_marks.pop(task, None)
+                store.pop(task, None)
 
     async def process(self, batches: list[tuple[int, list[Any]]]) -> None:
         """Handle batches of ``task-events`` records, each ``(partition, records)``."""

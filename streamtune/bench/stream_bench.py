@@ -40,6 +40,7 @@ from schemas.fields import now_ms
 from schemas.messages import DeadLetter, Feedback, Interaction, Prediction
 from schemas.tasks import get_task
 from streams.drift import DriftConfig, DriftMonitor
+from streams.errors import WorkerError
 from streams.join import JoinConfig, JoinPartition
 from streams.topology import app_id
 from streams.windows import TaskState, WindowConfig, add_example
@@ -187,7 +188,7 @@ def _faust(settings: Settings, rows: int) -> dict[str, Any]:
             check=False,
         )
         if not result.exists():
-            raise RuntimeError(f"the faust worker reported nothing:\n{proc.stderr[-4000:]}")
+            raise WorkerError(f"the faust worker reported nothing:\n{proc.stderr[-4000:]}")
         return json.loads(result.read_text())
 
 
