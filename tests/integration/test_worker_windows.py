@@ -11,8 +11,9 @@ import time
 import pytest
 
 from schemas import AdapterManifest, Feedback, Interaction, LabelledExample, TrainJob
+from streams.topology import app_id
 from tests.examples import TS
-from tests.kafka_helpers import read_all
+from tests.kafka_helpers import committed, read_all
 from tests.worker_helpers import (
     WorkerProcess,
     decoded,
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.integration
 TASK = "tfns-sentiment"
 WINDOW = 40
 COOLDOWN_S = 6.0
+SOURCES = ("interactions", "feedback")
 
 
 def examples(first: int, count: int) -> list:
@@ -98,6 +100,14 @@ def test_full_windows_emit_one_job_each_and_the_policy_holds(topics, tmp_path):
         await wait_for(released, 30, "the adapter to end the job in flight", worker)
         second = await wait_for(lambda: _nth_job(jobs, 2), 30, "the second job", worker)
         labelled = await read_all(settings, settings.topic("labelled"))
+
+        # Batch delivery still commits every record once it is processed.
+        async def all_committed() -> bool:
+            group = app_id(settings)
+            done = [await committed(settings, group, settings.topic(t)) for t in SOURCES]
+            return [sum(d.values()) for d in done] == [2 * WINDOW, 2 * WINDOW]
+
+        await wait_for(all_committed, 30, "the source offsets to be committed", worker)
         return almost, no_job_yet, first, blocked, while_in_flight, second, labelled
 
     try:
