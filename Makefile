@@ -39,6 +39,8 @@ demo: venv
 bench: venv
 	@$(ST) kafka start >/dev/null
 	$(ST) bench replay --json
+	$(ST) bench stream --json
+	$(ST) bench drift --json
 	$(ST) bench inference --json
 	$(ST) bench swap --json
 	$(ST) bench train --json

@@ -159,7 +159,11 @@ Ranges = Annotated[list[OffsetRange], Field(max_length=limits.MAX_OFFSET_RANGES)
 
 
 class TrainJob(Message):
-    """Train an adapter on ranges of ``labelled``. Key: the task (or ``+``-joined tasks)."""
+    """Train an adapter on ranges of ``labelled``. Key: the task (or ``+``-joined tasks).
+
+    A range ``[start, end)`` of one ``labelled`` partition can also hold examples of other
+    tasks: readers keep the examples of ``tasks`` and deduplicate by ``interaction_id``.
+    """
 
     job_id: Id
     tasks: list[TaskName] = Field(min_length=1, max_length=8)
@@ -170,6 +174,15 @@ class TrainJob(Message):
     holdout_ranges: Ranges = Field(min_length=1)
     parent_version: Id | None = None
     created_ts_ms: TimestampMs
+    train_examples: int | None = Field(
+        default=None, ge=0, description="examples of the job's tasks in train_ranges"
+    )
+    holdout_examples: int | None = Field(
+        default=None, ge=0, description="examples of the job's tasks in holdout_ranges"
+    )
+    drift_event_id: Id | None = Field(
+        default=None, description="the drift event that triggered the job, if one did"
+    )
 
     @model_validator(mode="after")
     def _holdout_disjoint(self) -> TrainJob:
@@ -211,6 +224,9 @@ class AdapterManifest(Message):
     chunks: int = Field(default=1, ge=1, le=4096)
     payload_b64: str | None = Field(default=None, max_length=2 * limits.MAX_MODEL_UPDATE_BYTES)
     library_versions: dict[str, ShortStr] = Field(default_factory=dict, max_length=16)
+    job_id: Id | None = Field(
+        default=None, description="the train job that produced it; absent for manual publishes"
+    )
 
     @model_validator(mode="after")
     def _transfer_consistent(self) -> AdapterManifest:

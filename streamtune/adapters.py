@@ -380,6 +380,7 @@ async def sign_and_publish(
     parent_version: str | None = None,
     metrics: dict[str, float] | None = None,
     library_versions: dict[str, str] | None = None,
+    job_id: str | None = None,
 ) -> AdapterManifest:
     """Describe, sign and publish an adapter blob; returns the signed manifest."""
     import hashlib
@@ -399,6 +400,7 @@ async def sign_and_publish(
         transfer="chunked",
         chunks=1,
         library_versions=library_versions or {},
+        job_id=job_id,
     )
     manifest, chunks = split_payload(unsigned, blob, settings)
     signed = signer.sign(manifest)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streamtune import cli_worker
 from streamtune.errors import StreamtuneError
 from streamtune.settings import Settings
 
@@ -184,6 +185,8 @@ BENCHES: dict[str, str] = {
     "inference": "streamtune.bench.inference_bench:run",
     "swap": "streamtune.bench.swap_bench:run",
     "train": "streamtune.bench.train_bench:run",
+    "stream": "streamtune.bench.stream_bench:run",
+    "drift": "streamtune.bench.drift_bench:run",
 }
 
 
@@ -312,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_serve.register(sub, _connection_options)
     cli_serve.register_train(sub, _connection_options)
+    cli_worker.register(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES))

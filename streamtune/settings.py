@@ -120,7 +120,9 @@ class Settings(BaseSettings):
     train_warm_start: bool = Field(
         True, description="start from the live adapter, else from the base"
     )
-    train_min_examples: int = Field(20, ge=1, description="a job with fewer valid examples fails")
+    train_min_valid_examples: int = Field(
+        20, ge=1, description="a train job with fewer valid examples per task fails"
+    )
     train_max_attempts: int = Field(3, ge=1, le=20)
     train_retry_backoff_s: float = Field(
         2.0, ge=0, le=3600, description="doubles after each failure"
@@ -140,6 +142,95 @@ class Settings(BaseSettings):
     gate_anchor_size: int = Field(
         500, ge=10, le=100_000, description="examples in each task's anchor set"
     )
+
+    # --- Streams worker -----------------------------------------------------------------
+    worker_app_id: str = Field(
+        "streamtune-worker",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Faust app id after topic_prefix: consumer group and internal topic names",
+    )
+    worker_commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="how often the worker commits processed offsets"
+    )
+    worker_max_poll_records: int = Field(
+        2000, ge=1, le=100_000, description="records per fetch; agents process them as one batch"
+    )
+    worker_session_timeout_s: float = Field(
+        30.0, ge=6, le=1800, description="consumer-group session timeout (broker minimum is 6 s)"
+    )
+    worker_instance_id: str | None = Field(
+        None, description="static group membership id: a restarted worker rejoins at once"
+    )
+    worker_tick_interval_s: float = Field(
+        1.0, gt=0, le=60, description="clock ticks for idle partitions, time windows and schedules"
+    )
+    join_ttl_s: float = Field(
+        3600.0, gt=0, description="unmatched join state expires after this much stream time"
+    )
+    join_prediction_wait_s: float = Field(
+        2.0, ge=0, description="how long a labelled example waits for its prediction"
+    )
+    drift_error_delta: float = Field(
+        0.0005, gt=0, lt=1, description="ADWIN delta on the error rate from joined feedback"
+    )
+    drift_error_ph_threshold: float = Field(
+        30.0, gt=0, description="Page-Hinkley threshold on the error rate (second detector)"
+    )
+    drift_error_ph_delta: float = Field(
+        0.02, ge=0, lt=1, description="Page-Hinkley tolerated rise of the error rate"
+    )
+    drift_confidence_delta: float = Field(
+        0.0005, gt=0, lt=1, description="ADWIN delta on prediction confidence (both directions)"
+    )
+    drift_input_delta: float = Field(
+        0.0005, gt=0, lt=1, description="ADWIN delta on the input length statistic"
+    )
+    drift_label_delta: float = Field(
+        0.0005, gt=0, lt=1, description="ADWIN delta on the label prior, shared by all labels"
+    )
+    drift_grace: int = Field(
+        200, ge=1, description="observations a statistic needs after a reset before it may fire"
+    )
+    drift_replay_events: int = Field(
+        5000, ge=0, description="observations replayed from Kafka to rebuild detectors on restart"
+    )
+    window_size: int = Field(
+        1000, ge=0, description="labelled examples per window (0: close windows by age only)"
+    )
+    window_max_age_s: float = Field(
+        0.0, ge=0, description="close a window this long after its first example (0: by count)"
+    )
+    holdout_fraction: float = Field(
+        0.2, gt=0, le=0.5, description="newest share of a job's window held out for the gate"
+    )
+    rehearsal_fraction: float = Field(
+        0.25, ge=0, le=2, description="rehearsal sample from older windows, relative to train size"
+    )
+    rehearsal_windows: int = Field(
+        16, ge=0, le=256, description="older windows kept for rehearsal sampling"
+    )
+    train_min_examples: int = Field(
+        200, ge=2, description="a train job needs at least this many new examples"
+    )
+    train_cooldown_s: float = Field(
+        600.0, ge=0, description="at least this long between two train jobs of one task"
+    )
+    train_job_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="a job with no adapter after this long no longer counts as in flight",
+    )
+    train_schedule_s: float = Field(
+        0.0, ge=0, description="emit a job this often when new examples wait (0: off)"
+    )
+
+    @model_validator(mode="after")
+    def _check_worker(self) -> Settings:
+        if self.window_size == 0 and self.window_max_age_s == 0:
+            raise ConfigError(
+                "windows never close: set STREAMTUNE_WINDOW_SIZE or STREAMTUNE_WINDOW_MAX_AGE_S"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

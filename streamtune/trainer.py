@@ -250,10 +250,10 @@ class Trainer:
                 e for e in train_read.by_task(task) if e.interaction_id not in holdout_read.examples
             ]
             held = holdout_read.by_task(task)
-            if len(examples) < self.settings.train_min_examples:
+            if len(examples) < self.settings.train_min_valid_examples:
                 raise JobError(
                     f"task {task}: {len(examples)} valid training examples, fewer than "
-                    f"{self.settings.train_min_examples} ({train_read.corrupt} corrupt records skipped"
+                    f"{self.settings.train_min_valid_examples} ({train_read.corrupt} corrupt records skipped"
                     f"{'; first: ' + train_read.first_error if train_read.first_error else ''})"
                 )
             if not held:
@@ -386,7 +386,7 @@ class Trainer:
                 sign_and_publish(
                     self._producer, self.settings, self.signer, task=task, version=version, blob=blob,
                     base_model_id=self.base.model_id, num_labels=data.num_labels,
-                    parent_version=live[task].version, metrics=manifest_metrics,
+                    parent_version=live[task].version, metrics=manifest_metrics, job_id=job.job_id,
                 ),
                 loop,
             )  # fmt: skip

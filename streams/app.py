@@ -1,0 +1,267 @@
+"""The worker's composition root: one Faust app, its tables, agents and timers.
+
+``streamtune worker`` runs :func:`create_app` with the settings. Faust's own command line
+works too, reading the settings from ``STREAMTUNE_*``::
+
+    faust -A streams.app worker -l info
+
+Agents:
+
+``join``
+    interactions + predictions + feedback + join ticks -> ``labelled``, observations for the
+    task agent, dead letters (:mod:`streams.join_agent`).
+``tasks``
+    observations, adapter announcements, ticks -> ``drift-events``, ``train-jobs``
+    (:mod:`streams.task_agent`).
+``adapters``
+    ``model-updates`` -> adapter announcements for the task agent, which end a job in flight.
+
+Tables (memory store, recovered from their changelog topics on restart): ``join`` (join
+state by interaction_id, plus one progress record per partition) and ``tasks`` (one
+:class:`~streams.windows.TaskState` per task: windows, offsets, counters, policy state).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from schemas import limits
+from schemas.base import DecodeError
+from schemas.codec import decode
+from schemas.messages import AdapterManifest, DeadLetter, JobStatus
+from schemas.tasks import known_tasks
+from streams.join_agent import JoinAgent
+from streams.task_agent import TaskAgent, tick_events
+from streams.topology import Topology, app_id, internal_topic_specs
+from streams.transport import StreamtuneApp
+from streamtune.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Batches an agent takes at once, and how long it waits to fill a group.
+GROUP_EVENTS = 64
+GROUP_WAIT_S = 0.002
+
+
+def create_app(settings: Settings | None = None) -> StreamtuneApp:
+    """A Faust app running the worker's agents against the configured broker."""
+    settings = settings or load_settings()
+    aiokafka_log = logging.getLogger("aiokafka")
+    if aiokafka_log.level == logging.NOTSET:
+        # aiokafka logs every message sent at DEBUG; keep that off unless asked for.
+        aiokafka_log.setLevel(logging.INFO)
+    app = StreamtuneApp(
+        app_id(settings),
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        broker_client_id=settings.client_id,
+        broker_request_timeout=settings.request_timeout_ms / 1000,
+        broker_commit_interval=settings.worker_commit_interval_s,
+        broker_max_poll_records=settings.worker_max_poll_records,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 3),
+        consumer_group_instance_id=settings.worker_instance_id,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
+        producer_acks=-1,
+        producer_max_request_size=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
+        store="memory://",
+        topic_partitions=settings.stream_partitions,
+        topic_replication_factor=settings.replication_factor,
+        # The agents write table state themselves; standbys would apply it to the same
+        # memory store, so every worker recovers its partitions from the changelog instead.
+        table_standby_replicas=0,
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+    )
+    topology = Topology(settings, app)
+    # Keys and values are JSON (Faust's default codec); the agents write the changelog
+    # records themselves, once per key per batch, in the same format.
+    topology.join_table = app.Table("join", partitions=settings.stream_partitions)
+    topology.task_table = app.Table("tasks", partitions=settings.stream_partitions)
+    app.batched_topics = frozenset(
+        {
+            topology.interactions,
+            topology.predictions,
+            topology.feedback,
+            topology.join_ticks,
+            topology.task_events,
+            topology.model_updates,
+            topology.train_status,
+        }
+    )
+    app.prepare = lambda: _create_topics(settings)
+    _register(app, topology)
+    return app
+
+
+def run_worker(app: StreamtuneApp, loglevel: str = "info") -> None:
+    """Run ``app`` in a Faust worker until it is stopped (Ctrl-C or SIGTERM)."""
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    # Faust's progress spinner sets the root logger to DEBUG so that it spins on every log
+    # record; every library debug call then builds a record, about 20 us per message sent.
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
+def _register(app: StreamtuneApp, t: Topology) -> None:
+    join = JoinAgent(t)
+    tasks = TaskAgent(t)
+
+    def raw_topic(*names: str) -> Any:
+        return app.topic(
+            *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+        )
+
+    # Each event is one fetched batch of one partition; take_events groups the batches that
+    # are ready, so that the agents wait for the broker once per group.
+    @app.agent(raw_topic(t.interactions, t.predictions, t.feedback, t.join_ticks), name="join")
+    async def join_agent(stream: Any) -> None:
+        async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
+            await join.process([(e.message.topic, e.message.partition, e.value) for e in events])
+
+    @app.agent(raw_topic(t.task_events), name="tasks")
+    async def task_agent(stream: Any) -> None:
+        async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
+            await tasks.process([(e.message.partition, e.value) for e in events])
+
+    @app.agent(raw_topic(t.model_updates), name="adapters")
+    async def adapter_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await _announce_adapters(t, event.value)
+
+    @app.agent(raw_topic(t.train_status), name="job-ends")
+    async def job_end_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await _announce_job_ends(t, event.value)
+
+    @app.timer(t.settings.worker_tick_interval_s, on_leader=True)
+    async def ticks() -> None:
+        now = int(time.time() * 1000)
+        body = orjson.dumps({"ts": now})
+        for partition in range(t.settings.stream_partitions):
+            await app.producer.send(t.join_ticks, None, body, partition, None, None)
+        for key, value in tick_events():
+            await app.producer.send(t.task_events, key, value, None, None, None)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        join.forget({tp.partition for tp in revoked if tp.topic == t.interactions})
+        tasks.forget({tp.partition for tp in revoked if tp.topic == t.task_events})
+
+    app.join_runner, app.task_runner = join, tasks  # for tests and the status command
+
+
+async def _announce_adapters(t: Topology, records: list[Any]) -> None:
+    """Forward adapter manifests (keyed by task) to the task agent; skip adapter chunks."""
+    tasks = set(known_tasks())
+    pending = []
+    for record in records:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        if key not in tasks or record.value is None:
+            continue  # chunks and history have keys of their own; a tombstone is a rollback
+        manifest = decode(
+            AdapterManifest,
+            record.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            max_bytes=limits.MAX_MODEL_UPDATE_BYTES + 64 * 1024,
+        )
+        if isinstance(manifest, DeadLetter):
+            log.warning("dead-lettering %s@%d: %s", record.topic, record.offset, manifest.reason)
+            pending.append(
+                await t.app.producer.send(
+                    t.dead_letter,
+                    manifest.source_topic.encode(),
+                    manifest.to_bytes(),
+                    None,
+                    None,
+                    None,
+                )
+            )
+            continue
+        notice = {
+            "kind": "adapter",
+            "task": manifest.task,
+            "version": manifest.version,
+            "job_id": manifest.job_id,
+            "created_ms": manifest.created_ts_ms,
+        }
+        pending.append(
+            await t.app.producer.send(
+                t.task_events, manifest.task.encode(), orjson.dumps(notice), None, None, None
+            )
+        )
+    for fut in pending:
+        await fut
+
+
+async def _announce_job_ends(t: Topology, records: list[Any]) -> None:
+    """Forward the end of a train job (finished, rejected or failed) to the task agent, so a
+    job that produced no adapter leaves flight at once instead of after its timeout."""
+    pending = []
+    for record in records:
+        try:
+            status = JobStatus.from_bytes(record.value)
+        except DecodeError:
+            continue  # information only; the trainer validates what it writes
+        if status.state not in ("finished", "rejected", "failed"):
+            continue
+        for task in status.tasks:
+            notice = {
+                "kind": "job_end",
+                "task": task,
+                "job_id": status.job_id,
+                "state": status.state,
+            }
+            pending.append(
+                await t.app.producer.send(
+                    t.task_events, task.encode(), orjson.dumps(notice), None, None, None
+                )
+            )
+    for fut in pending:
+        await fut
+
+
+async def _create_topics(settings: Settings) -> None:
+    """Create streamtune's topics and the worker's own (idempotent), before Faust subscribes."""
+    from streamtune.kafka.topics import create_topics
+
+    await create_topics(settings, settings.topic_specs() + internal_topic_specs(settings))
+
+
+def _credentials(settings: Settings) -> Any:
+    kwargs = settings.kafka_client_kwargs()
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.password(),
+            mechanism=settings.sasl_mechanism,
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return None
+
+
+_APP: StreamtuneApp | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A streams.app` looks up `streams.app.app`: build it on first use, from the
+    # environment, so that importing this module (tests, docs) connects to nothing.
+    global _APP
+    if name == "app":
+        if _APP is None:
+            _APP = create_app()
+        return _APP
+    raise AttributeError(name)

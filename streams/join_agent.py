@@ -1,0 +1,209 @@
+"""The join agent: one Faust agent over interactions, predictions, feedback and join ticks.
+
+Each event is a batch of records from one partition (see :mod:`streams.transport`). Per
+batch, in this order (the order is what makes a crash safe):
+
+1. decode every record; bad ones become dead letters, good ones go through the join rules;
+2. publish the new labelled examples to the *same* partition of ``labelled`` and wait for
+   the broker's acknowledgement, which tells their offsets;
+3. publish the batch's observations per task (with those offsets) to the task agent, and
+   the dead letters, and wait for the acknowledgements;
+4. write the changed join state, then the partition's progress record (which holds the next
+   ``labelled`` offset), to the table's changelog.
+
+Faust commits the source offsets only after all of that was flushed. A worker killed in the
+middle replays the batch. Examples it had already published sit in ``labelled`` past the
+recorded position: the first batch after a restart reads them back, marks them done and
+reports them to the windows, so none is published twice and none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from faust.types import TP
+
+from schemas.codec import decode
+from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
+from streams.join import JoinConfig, JoinPartition, progress_key
+from streams.readback import read_partition
+from streams.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+class JoinAgent:
+    """Runs the join for the source partitions this worker owns."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.t = topology
+        self.config = JoinConfig(
+            ttl_ms=int(topology.settings.join_ttl_s * 1000),
+            prediction_wait_ms=int(topology.settings.join_prediction_wait_s * 1000),
+        )
+        self.parts: dict[int, JoinPartition] = {}
+        self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        self._models: dict[str, Any] = {
+            topology.interactions: (Interaction, "on_interaction"),
+            topology.predictions: (Prediction, "on_prediction"),
+            topology.feedback: (Feedback, "on_feedback"),
+        }
+
+    def forget(self, partitions: set[int]) -> None:
+        """The partitions moved away: drop their state (Faust recovers it if they return)."""
+        store = self.t.join_table.data
+        for key, value in list(store.items()):
+            if isinstance(value, dict) and value.get("pt") in partitions:
+                store.pop(key, None)
+        for partition in partitions:
+            self.parts.pop(partition, None)
+            store.pop(progress_key(partition), None)
+
+    async def process(self, batches: list[tuple[str, int, list[Any]]]) -> None:
+        """Handle batches of records, each ``(topic, partition, records)``.
+
+        Several batches are handled together so that the broker round trips of steps 2
+        and 3 are paid once per group instead of once per batch.
+        """
+        touched: dict[int, JoinPartition] = {}
+        dead: list[DeadLetter] = []
+        for topic, partition, records in batches:
+            part = touched.get(partition) or await self._partition(partition)
+            touched[partition] = part
+            if topic == self.t.join_ticks:
+                if await self._caught_up(partition):
+                    part.tick(max(orjson.loads(r.value)["ts"] for r in records))
+                continue
+            model, handler = self._models[topic]
+            apply = getattr(part, handler)
+            for record in records:
+                message = decode(
+                    model,
+                    record.value,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                )
+                if isinstance(message, DeadLetter):
+                    dead.append(message)
+                else:
+                    apply(message, offset=record.offset, ts_ms=record.timestamp)
+            self.processed[(topic, partition)] = records[-1].offset + 1
+        await self._publish(list(touched.values()), dead)
+
+    async def _publish(self, parts: list[JoinPartition], dead: list[DeadLetter]) -> None:
+        producer = self.t.app.producer
+        # Step 2: labelled examples, to the partition they were joined on; wait for offsets.
+        sent = []
+        for part in parts:
+            examples = part.take_labelled()
+            futures = [
+                await producer.send(
+                    self.t.labelled,
+                    example.interaction_id.encode(),
+                    example.to_bytes(),
+                    part.partition,
+                    None,
+                    None,
+                )
+                for example in examples
+            ]
+            sent.append((part, examples, futures))
+        for part, examples, futures in sent:
+            if examples:
+                results = await asyncio.gather(*futures)
+                part.confirm(examples, [meta.offset for meta in results])
+        # Step 3: observations for the task agent, and dead letters; wait for them too.
+        pending = []
+        for part in parts:
+            for task, obs in part.take_observations().items():
+                body = orjson.dumps(obs.to_dict(task))
+                pending.append(
+                    await producer.send(self.t.task_events, task.encode(), body, None, None, None)
+                )
+            dead += part.take_dead_letters()
+        for letter in dead:
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s",
+                letter.source_topic,
+                letter.partition,
+                letter.offset,
+                letter.reason,
+            )
+            pending.append(
+                await producer.send(
+                    self.t.dead_letter,
+                    letter.source_topic.encode(),
+                    letter.to_bytes(),
+                    None,
+                    None,
+                    None,
+                )
+            )
+        await asyncio.gather(*pending)
+        # Step 4: join state, then progress, per partition; Faust flushes before it commits.
+        changelog = self.t.join_table.changelog_topic.get_topic_name()
+        for part in parts:
+            for key, value in part.changes().items():
+                body = None if value is None else orjson.dumps(value)
+                await producer.send(changelog, orjson.dumps(key), body, part.partition, None, None)
+
+    async def _partition(self, partition: int) -> JoinPartition:
+        part = self.parts.get(partition)
+        if part is not None:
+            return part
+        store = self.t.join_table.data
+        part = JoinPartition(
+            partition,
+            store,
+            self.config,
+            interactions_topic=self.t.interactions,
+            predictions_topic=self.t.predictions,
+            feedback_topic=self.t.feedback,
+        )
+        # What a crashed predecessor published after its last recorded position.
+        records = await read_partition(
+            self.t.settings, self.t.labelled, partition, part.labelled_next
+        )
+        recovered = []
+        for record in records:
+            example = decode(
+                LabelledExample,
+                record.value,
+                topic=record.topic,
+                partition=partition,
+                offset=record.offset,
+            )
+            if isinstance(example, LabelledExample):
+                recovered.append((record.offset, example))
+        if recovered:
+            log.warning(
+                "join partition %d: %d labelled examples past the recorded position were "
+                "published before a restart; taking them back",
+                partition,
+                len(recovered),
+            )
+        part.recover(recovered)
+        self.parts[partition] = part
+        if progress_key(partition) not in store:
+            log.info("join partition %d starts empty", partition)
+        return part
+
+    async def _caught_up(self, partition: int) -> bool:
+        """No source backlog on this partition: only then may ticks move stream time."""
+        consumer = self.t.app.consumer
+        for topic in (self.t.interactions, self.t.predictions, self.t.feedback):
+            tp = TP(topic, partition)
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return False
+            done = self.processed.get((topic, partition))
+            if done is None:
+                done = await consumer.position(tp)
+            if done is None or done < highwater:
+                return False
+        return True

@@ -1,0 +1,188 @@
+"""The trigger policy: when a task gets a train job, and which offset ranges it carries.
+
+Triggers are a full (or aged) window, a drift event, and an optional schedule. They do not
+pile up: a trigger that cannot fire yet becomes the task's single *pending* trigger (the
+strongest wins: drift, then window, then schedule), and fires once the policy allows:
+
+- at most one job in flight per task: a job stays in flight until an adapter made by it
+  (or newer than it) is announced on ``model-updates``, or ``job_timeout_ms`` passes;
+- a cooldown between two jobs of a task;
+- a minimum number of new examples. A drift trigger also closes the open window early,
+  so that the newest examples are trained on.
+
+A job trains on every closed window not trained yet. Its holdout is the newest examples
+(``holdout_fraction`` of them, at least one), which the train ranges exclude; its
+rehearsal ranges are sampled from older, already trained windows, against forgetting.
+
+>>> from streams.windows import TaskState, WindowConfig, add_example
+>>> cfg = TriggerConfig(min_examples=4, cooldown_ms=0, job_timeout_ms=60_000)
+>>> wcfg = WindowConfig(window_size=5, holdout_fraction=0.2)
+>>> state = TaskState("tfns-sentiment")
+>>> for offset in range(5):
+...     _ = add_example(state, wcfg, partition=0, offset=offset, now_ms=0)
+>>> job = evaluate(state, cfg, now_ms=1_700_000_000_000, labelled_topic="labelled")
+>>> job.reason, [(r.start, r.end) for r in job.train_ranges], [(r.start, r.end) for r in job.holdout_ranges]
+('window', [(0, 4)], [(4, 5)])
+>>> evaluate(state, cfg, now_ms=1_700_000_000_001, labelled_topic="labelled") is None  # in flight
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+
+from schemas.messages import OffsetRange, TrainJob
+from streams.windows import TaskState, Window, close_open
+
+#: Trigger reasons, strongest first.
+STRENGTH = {"drift": 3, "window": 2, "schedule": 1}
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """The policy's knobs (see the module docstring)."""
+
+    min_examples: int = 200
+    cooldown_ms: int = 600_000
+    job_timeout_ms: int = 3_600_000
+    schedule_ms: int = 0
+    holdout_fraction: float = 0.2
+    rehearsal_fraction: float = 0.25
+    rehearsal_windows: int = 16
+
+
+def trigger(state: TaskState, reason: str, drift_event_id: str | None = None) -> None:
+    """Record a trigger; it coalesces with one already pending (the strongest wins)."""
+    if state.pending is None or STRENGTH[reason] > STRENGTH[state.pending]:
+        state.pending = reason
+    if reason == "drift" and drift_event_id is not None:
+        state.pending_drift_event = drift_event_id
+
+
+def adapter_published(state: TaskState, version: str, job_id: str | None, created_ms: int) -> None:
+    """An adapter for the task was announced: it ends the job in flight that made it."""
+    state.adapter_version = version
+    flight = state.in_flight
+    if flight is None:
+        return
+    if job_id == flight["job_id"] or (job_id is None and created_ms >= flight["created_ms"]):
+        state.in_flight = None
+
+
+def job_ended(state: TaskState, job_id: str) -> None:
+    """The trainer reported the end of a job: it is no longer in flight, adapter or not."""
+    if state.in_flight is not None and state.in_flight["job_id"] == job_id:
+        state.in_flight = None
+
+
+def evaluate(
+    state: TaskState, cfg: TriggerConfig, *, now_ms: int, labelled_topic: str
+) -> TrainJob | None:
+    """Apply the policy now; return the job to publish, if one is due."""
+    if state.in_flight and now_ms - state.in_flight["created_ms"] >= cfg.job_timeout_ms:
+        state.in_flight = None  # no adapter came back: the job failed or was rejected
+    if state.closed:
+        trigger(state, "window")
+    new_examples = sum(w.count for w in state.closed) + (state.open.count if state.open else 0)
+    if cfg.schedule_ms and new_examples and now_ms - state.last_job_ms >= cfg.schedule_ms:
+        trigger(state, "schedule")
+    if state.pending is None or state.in_flight is not None:
+        return None
+    if state.last_job_ms and now_ms - state.last_job_ms < cfg.cooldown_ms:
+        return None
+    pool = list(state.closed)
+    if state.pending != "window" and state.open is not None and state.open.count:
+        pool.append(state.open)
+    if sum(w.count for w in pool) < cfg.min_examples:
+        return None
+    if state.pending != "window":
+        close_open(state)
+    return _build(state, cfg, pool, now_ms, labelled_topic)
+
+
+def _build(
+    state: TaskState, cfg: TriggerConfig, pool: list[Window], now_ms: int, labelled_topic: str
+) -> TrainJob:
+    seq = state.jobs_emitted + 1
+    job_id = f"{state.task}:{seq}"
+    total = sum(w.count for w in pool)
+    newest = pool[-1]
+    holdout_n = min(len(newest.tail), max(1, round(cfg.holdout_fraction * total)), total - 1)
+    held = newest.tail[len(newest.tail) - holdout_n :]
+    holdout_start: dict[int, int] = {}
+    for partition, offset in held:
+        holdout_start[partition] = min(offset, holdout_start.get(partition, offset))
+    train: dict[int, list[int]] = {}
+    for window in pool:
+        for partition, (start, end) in window.ranges.items():
+            if window is newest and partition in holdout_start:
+                end = holdout_start[partition]
+            if end <= start:
+                continue
+            # Consecutive windows hold all of the task's examples in between, so one
+            # range per partition covers them (other tasks' records are filtered out).
+            have = train.get(partition)
+            train[partition] = [min(have[0], start), max(have[1], end)] if have else [start, end]
+    train_n = total - holdout_n
+    job = TrainJob(
+        job_id=job_id,
+        tasks=[state.task],
+        reason=state.pending or "manual",  # type: ignore[arg-type]
+        labelled_topic=labelled_topic,
+        train_ranges=[
+            OffsetRange(partition=p, start=s, end=e) for p, (s, e) in sorted(train.items())
+        ],
+        rehearsal_ranges=_rehearsal(state, cfg, job_id, train_n),
+        holdout_ranges=[
+            OffsetRange(partition=p, start=start, end=newest.ranges[p][1])
+            for p, start in sorted(holdout_start.items())
+        ],
+        parent_version=state.adapter_version,
+        created_ts_ms=now_ms,
+        train_examples=train_n,
+        holdout_examples=holdout_n,
+        drift_event_id=state.pending_drift_event if state.pending == "drift" else None,
+    )
+    trained = {w.id for w in pool}
+    state.closed = [w for w in state.closed if w.id not in trained]
+    for window in pool:
+        window.tail = []
+    state.history = (
+        (state.history + pool)[-cfg.rehearsal_windows :] if cfg.rehearsal_windows else []
+    )
+    state.jobs_emitted = seq
+    state.in_flight = {"job_id": job_id, "created_ms": now_ms}
+    state.last_job_ms = now_ms
+    state.pending = None
+    state.pending_drift_event = None
+    return job
+
+
+def _rehearsal(
+    state: TaskState, cfg: TriggerConfig, job_id: str, train_n: int
+) -> list[OffsetRange]:
+    """Random slices of older windows, about ``rehearsal_fraction`` of the train size.
+
+    Seeded by the job id, so that a job rebuilt after a crash has the same sample.
+    """
+    budget = round(cfg.rehearsal_fraction * train_n)
+    if budget <= 0 or not state.history:
+        return []
+    seed = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+    rng = random.Random(seed)  # noqa: S311 - sampling, not security
+    windows = list(state.history)
+    rng.shuffle(windows)
+    out = []
+    for window in windows:
+        if budget <= 0:
+            break
+        share = min(1.0, budget / window.count)
+        for partition, (start, end) in sorted(window.ranges.items()):
+            length = max(1, math.ceil(share * (end - start)))
+            first = start + rng.randrange(0, end - start - length + 1)
+            out.append(OffsetRange(partition=partition, start=first, end=first + length))
+        budget -= math.ceil(share * window.count)
+    return out

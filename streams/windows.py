@@ -1,0 +1,221 @@
+"""Labelled windows: ranges of ``labelled`` offsets per task and partition.
+
+A window never copies examples. It records, for each partition of ``labelled``, the
+half-open offset range ``[start, end)`` from its first to its last example of the task, and
+how many of the task's examples lie in it (other tasks' examples can sit in between: the
+trainer filters by task). Windows tumble by count (``window_size`` examples) and/or by age
+(``window_max_age_ms`` after their first example).
+
+Each example is counted at most once: the state keeps, per partition, the next offset it
+has not counted yet, in the same record as the windows. A replayed observation (after a
+crash of the join or of this agent) carries an offset below it and is skipped; the join
+reports every partition's offsets in increasing order, so nothing newer is ever skipped.
+
+>>> cfg = WindowConfig(window_size=3)
+>>> state = TaskState("tfns-sentiment")
+>>> [add_example(state, cfg, partition=p, offset=o, now_ms=0) for p, o in
+...  [(0, 10), (1, 4), (0, 10), (0, 12)]]
+[True, True, False, True]
+>>> [(w.ranges, w.count) for w in state.closed]
+[({0: [10, 13], 1: [4, 5]}, 3)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Untrained closed windows beyond this many are merged, oldest first, to bound the state.
+MAX_CLOSED = 32
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """When a window closes, and how many newest examples it remembers for the holdout."""
+
+    window_size: int = 1000
+    window_max_age_ms: int = 0
+    holdout_fraction: float = 0.2
+
+    @property
+    def tail_size(self) -> int:
+        """How many newest examples a window remembers (enough for its holdout)."""
+        if self.window_size:
+            return min(1000, math.ceil(self.holdout_fraction * self.window_size) + 1)
+        return 1000
+
+
+@dataclass
+class Window:
+    """Offset ranges of one window: ``ranges[partition] = [start, end)``."""
+
+    id: int
+    opened_ms: int
+    ranges: dict[int, list[int]] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+    count: int = 0
+    tail: list[list[int]] = field(default_factory=list)  # [partition, offset], newest last
+
+    def add(self, partition: int, offset: int, tail_size: int) -> None:
+        bounds = self.ranges.get(partition)
+        if bounds is None:
+            self.ranges[partition] = [offset, offset + 1]
+        else:
+            bounds[1] = offset + 1
+        self.counts[partition] = self.counts.get(partition, 0) + 1
+        self.count += 1
+        self.tail.append([partition, offset])
+        if len(self.tail) > tail_size:
+            del self.tail[0]
+
+    def merge(self, newer: Window) -> Window:
+        """One window covering this one and the ``newer`` one after it."""
+        merged = Window(self.id, self.opened_ms, count=self.count + newer.count, tail=newer.tail)
+        for partition in sorted({*self.ranges, *newer.ranges}):
+            mine, theirs = self.ranges.get(partition), newer.ranges.get(partition)
+            start = (mine or theirs)[0]  # type: ignore[index]
+            end = (theirs or mine)[1]  # type: ignore[index]
+            merged.ranges[partition] = [start, end]
+            merged.counts[partition] = self.counts.get(partition, 0) + newer.counts.get(
+                partition, 0
+            )
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "opened_ms": self.opened_ms,
+            "ranges": {str(p): r for p, r in self.ranges.items()},
+            "counts": {str(p): n for p, n in self.counts.items()},
+            "count": self.count,
+            "tail": self.tail,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        return cls(
+            id=data["id"],
+            opened_ms=data["opened_ms"],
+            ranges={int(p): list(r) for p, r in data["ranges"].items()},
+            counts={int(p): n for p, n in data["counts"].items()},
+            count=data["count"],
+            tail=[list(item) for item in data.get("tail", [])],
+        )
+
+
+@dataclass
+class TaskState:
+    """Everything the task agent keeps about one task, stored as one table value.
+
+    Positions (``obs_next``, ``labelled_next``) live in the same record as the windows and
+    counters, so that a restarted worker never applies an observation twice.
+    """
+
+    task: str
+    obs_next: int = 0  # next offset of the task-events partition to process
+    replay_from: int = 0  # where detector replay starts on restart
+    labelled_next: dict[int, int] = field(default_factory=dict)
+    examples: int = 0
+    observations: int = 0
+    next_window_id: int = 0
+    open: Window | None = None
+    closed: list[Window] = field(default_factory=list)  # closed, not trained yet
+    history: list[Window] = field(default_factory=list)  # trained, kept for rehearsal
+    jobs_emitted: int = 0
+    in_flight: dict[str, Any] | None = None  # {"job_id": ..., "created_ms": ...}
+    last_job_ms: int = 0
+    pending: str | None = None  # a coalesced trigger waiting for the policy
+    pending_drift_event: str | None = None
+    adapter_version: str | None = None
+    drift_events: int = 0
+    last_drift: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "obs_next": self.obs_next,
+            "replay_from": self.replay_from,
+            "labelled_next": {str(p): o for p, o in self.labelled_next.items()},
+            "examples": self.examples,
+            "observations": self.observations,
+            "next_window_id": self.next_window_id,
+            "open": self.open.to_dict() if self.open else None,
+            "closed": [w.to_dict() for w in self.closed],
+            "history": [w.to_dict() for w in self.history],
+            "jobs_emitted": self.jobs_emitted,
+            "in_flight": self.in_flight,
+            "last_job_ms": self.last_job_ms,
+            "pending": self.pending,
+            "pending_drift_event": self.pending_drift_event,
+            "adapter_version": self.adapter_version,
+            "drift_events": self.drift_events,
+            "last_drift": self.last_drift,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskState:
+        state = cls(task=data["task"])
+        for name in (
+            "obs_next",
+            "replay_from",
+            "examples",
+            "observations",
+            "next_window_id",
+            "jobs_emitted",
+            "in_flight",
+            "last_job_ms",
+            "pending",
+            "pending_drift_event",
+            "adapter_version",
+            "drift_events",
+            "last_drift",
+        ):
+            if name in data:
+                setattr(state, name, data[name])
+        state.labelled_next = {int(p): o for p, o in data.get("labelled_next", {}).items()}
+        state.open = Window.from_dict(data["open"]) if data.get("open") else None
+        state.closed = [Window.from_dict(w) for w in data.get("closed", [])]
+        state.history = [Window.from_dict(w) for w in data.get("history", [])]
+        return state
+
+
+def add_example(
+    state: TaskState, cfg: WindowConfig, *, partition: int, offset: int, now_ms: int
+) -> bool:
+    """Count one labelled example into the open window; False if it was counted before."""
+    if offset < state.labelled_next.get(partition, 0):
+        return False
+    state.labelled_next[partition] = offset + 1
+    if state.open is None:
+        state.open = Window(state.next_window_id, now_ms)
+        state.next_window_id += 1
+    state.open.add(partition, offset, cfg.tail_size)
+    state.examples += 1
+    if cfg.window_size and state.open.count >= cfg.window_size:
+        close_open(state)
+    return True
+
+
+def close_if_old(state: TaskState, cfg: WindowConfig, now_ms: int) -> bool:
+    """Close the open window when it is older than ``window_max_age_ms``."""
+    window = state.open
+    if window is None or not cfg.window_max_age_ms or window.count == 0:
+        return False
+    if now_ms - window.opened_ms < cfg.window_max_age_ms:
+        return False
+    close_open(state)
+    return True
+
+
+def close_open(state: TaskState) -> None:
+    """Move the open window to the closed (untrained) ones."""
+    if state.open is None:
+        return
+    for older in state.closed:
+        older.tail = []  # only the newest window's tail can become a holdout
+    state.closed.append(state.open)
+    state.open = None
+    while len(state.closed) > MAX_CLOSED:
+        first, second = state.closed[0], state.closed[1]
+        state.closed[0:2] = [first.merge(second)]

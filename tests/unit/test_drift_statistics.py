@@ -1,0 +1,89 @@
+"""The drift statistics on synthetic streams: each fires on its shift, none on noise."""
+
+from __future__ import annotations
+
+import random
+
+from streams.drift import DriftConfig, DriftMonitor
+
+TASK = "tfns-sentiment"
+
+
+def monitor() -> DriftMonitor:
+    return DriftMonitor(TASK, DriftConfig(), num_labels=3)
+
+
+def stationary(rng: random.Random, m: DriftMonitor, n: int) -> list:
+    hits = []
+    for _ in range(n):
+        label = rng.choices([0, 1, 2], weights=[15, 20, 65])[0]
+        predicted = label if rng.random() < 0.78 else rng.randrange(3)
+        hits += m.observe_input(rng.randint(8, 16))
+        hits += m.observe_prediction(rng.uniform(0.5, 0.95))
+        hits += m.observe_labelled(label, predicted)
+    return hits
+
+
+def test_no_alarm_on_a_stationary_stream():
+    rng = random.Random(3)
+    assert stationary(rng, monitor(), 3000) == []
+
+
+def test_a_jump_in_errors_fires_the_error_rate():
+    rng = random.Random(4)
+    m = monitor()
+    stationary(rng, m, 1000)
+    hits = []
+    for _ in range(300):
+        hits += m.observe_labelled(2, rng.choice([0, 1]))
+    assert hits and hits[0].statistic == "error_rate"
+    assert hits[0].value > 0.5
+
+
+def test_confidence_fires_in_both_directions():
+    for level, name in ((0.3, "confidence_down"), (0.99, "confidence_up")):
+        rng = random.Random(5)
+        m = monitor()
+        for _ in range(800):
+            m.observe_prediction(rng.uniform(0.6, 0.8))
+        hits = [h for _ in range(300) for h in m.observe_prediction(level)]
+        assert [h.statistic for h in hits][:1] == [name]
+
+
+def test_longer_inputs_fire_the_input_statistic():
+    rng = random.Random(6)
+    m = monitor()
+    for _ in range(800):
+        m.observe_input(rng.randint(8, 16))
+    hits = [h for _ in range(200) for h in m.observe_input(rng.randint(25, 60))]
+    assert hits and hits[0].statistic == "input_tokens" and hits[0].position > 800
+
+
+def test_a_new_label_prior_fires_a_label_statistic():
+    rng = random.Random(7)
+    m = monitor()
+    for _ in range(1000):
+        m.observe_labelled(rng.choices([0, 1, 2], weights=[15, 20, 65])[0], None)
+    hits = [h for _ in range(600) for h in m.observe_labelled(rng.choice([0, 1]), None)]
+    assert hits and hits[0].statistic.startswith("label_prior:")
+
+
+def test_replaying_the_tail_rebuilds_the_same_detectors():
+    """What a restarted worker does: replay, alarms muted, then carry on."""
+    rng = random.Random(8)
+    records = []
+    for _ in range(60):
+        records.append(
+            {
+                "inputs": [rng.randint(8, 16) for _ in range(20)],
+                "predictions": [[0, rng.uniform(0.6, 0.8), "v1"] for _ in range(20)],
+                "labelled": [[0, 0, 2, 2 if rng.random() < 0.8 else 0, None, 0] for _ in range(20)],
+            }
+        )
+    shifted = {"inputs": [], "predictions": [], "labelled": [[0, 0, 2, 0, None, 0]] * 200}
+    uninterrupted = monitor()
+    for record in records:
+        uninterrupted.observe(record)
+    rebuilt = monitor()
+    assert rebuilt.replay(records) == uninterrupted.position
+    assert uninterrupted.observe(shifted) == rebuilt.observe(shifted) != []
