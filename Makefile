@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv test test-unit lint format demo bench kafka-start kafka-stop kafka-status lock clean
 
 help:
-	@echo "make demo        start the local Kafka, create topics, replay TFNS with feedback"
+	@echo "make demo        the whole loop on a local Kafka: replay, serve, drift, train, hot swap"
 	@echo "make test        lint, start the local Kafka if needed, run unit + integration tests"
 	@echo "make test-unit   only the tests that need no broker"
 	@echo "make bench       run the benchmarks (one JSON line each)"
@@ -44,6 +44,7 @@ bench: venv
 	$(ST) bench inference --json
 	$(ST) bench swap --json
 	$(ST) bench train --json
+	$(ST) bench adapt --json
 
 kafka-start: venv
 	$(ST) kafka start

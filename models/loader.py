@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models.adapter import build_serving_model, check_compatible
 from models.artifact import sha256_hex, unpack
+from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
 from models.inference import Precision, Predictor
+from models.seed import REPO_DATA, seed_adapter
 from models.signing import Keyring
 from schemas.messages import AdapterManifest
 from schemas.tasks import get_task
+from streamtune.settings import Settings
 
 
 @dataclass
@@ -31,10 +36,20 @@ class BaseModel:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     precision: Precision
+    cache_dir: Path | None = None  # where seed heads are cached
+    data_dir: Path = REPO_DATA  # where the tasks' seed data lives
 
     def __post_init__(self) -> None:
         # Building copies the encoder; one build at a time keeps memory bounded.
         self._lock = threading.Lock()
+
+    def seed(self, task: str) -> bytes:
+        """The task's seed adapter (computed once, then cached on disk)."""
+        cache = self.cache_dir or Path.home() / ".cache" / "streamtune"
+        return seed_adapter(
+            task, encoder=self.encoder, tokenizer=self.tokenizer, base_model_id=self.model_id,
+            cache_dir=cache, data_dir=self.data_dir,
+        )  # fmt: skip
 
     def predictor(self, blob: bytes, *, task: str, version: str) -> Predictor:
         """Build and warm a Predictor from an (already verified or local) adapter blob."""
@@ -90,3 +105,19 @@ def load_verified(
             "incompatible", "the adapter's config disagrees with its signed manifest"
         )
     return base.predictor(blob, task=manifest.task, version=manifest.version)
+
+
+def load_base(settings: Settings, precision: Precision | None = None) -> BaseModel:
+    """The configured base model on the configured device, at the serving precision
+    (or ``precision``)."""
+    device = resolve_device(settings)
+    ref = locate_base_model(settings.base_model)
+    return BaseModel(
+        ref.model_id,
+        load_encoder(ref.path).eval(),
+        load_tokenizer(ref.path),
+        device,
+        precision or resolve_precision(settings, device),
+        settings.cache_dir,
+        settings.data_dir,
+    )

@@ -138,41 +138,73 @@ def _count_rows(path: Path) -> int | None:
 
 # --- demo -----------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    import secrets
+    import time
+
+    from models.signing import generate_keypair
+    from streamtune.adapt import run_scenario, scenario_settings
     from streamtune.kafka.local import LocalKafka
     from streamtune.kafka.topics import create_topics
-    from streamtune.replay import default_id_prefix, read_rows, replay
+    from streamtune.scenario import build
 
-    settings = _settings(args)
-    broker = LocalKafka(settings)
+    base = _settings(args)
     if args.local_kafka:
-        result = broker.start()
+        result = LocalKafka(base).start()
         print(
-            f"[1/3] Kafka at {result.bootstrap} ({'already running' if result.already_running else 'started'})"
+            f"[1/4] Kafka at {result.bootstrap} ({'already running' if result.already_running else 'started'})"
         )
-        settings = Settings(**{**settings.model_dump(), "bootstrap_servers": result.bootstrap})
+    key = base.signing_key_file or base.keys_dir / "trainer.key"
+    trusted = base.trusted_keys_dir or base.keys_dir / "trusted"
+    if not key.exists():
+        private, public = generate_keypair(key.with_suffix(""))
+        trusted.mkdir(parents=True, exist_ok=True)
+        (trusted / public.name).write_bytes(public.read_bytes())
+        print(f"      made a signing key {private} and trusted it")
+    # A fresh namespace per run, so each demo starts from the base model and empty windows.
+    prefix = args.topic_prefix or f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}-"
+    settings = scenario_settings(base, topic_prefix=prefix)
     created = asyncio.run(create_topics(settings))
-    print(f"[2/3] {len(created)} topics ready ({sum(r.created for r in created)} created)")
-    path = Path(args.file)
+    print(f"[2/4] {len(created)} topics ready under the prefix {prefix!r}")
+    scenario = build(settings.data_dir, pre=args.pre)
+    logs = settings.cache_dir / "demo-logs" / prefix.rstrip("-")
     print(
-        f"[3/3] replaying {path} at {args.rate:.0f}/s with feedback for {args.feedback_fraction:.0%}"
+        f"[3/4] starting worker, serve and train (logs in {logs}), then replaying {scenario.shift_at} "
+        f"finance tweets and {len(scenario.rows) - scenario.shift_at} crypto/stock posts at {args.rate:.0f}/s, "
+        "each with its true label as feedback one second later; the domain shifts at event "
+        f"{scenario.shift_at}"
     )
-    stats = asyncio.run(
-        replay(
-            settings,
-            read_rows(path, args.task, limit=args.limit),
-            task=args.task,
-            rate=args.rate,
-            feedback_fraction=args.feedback_fraction,
-            feedback_delay_s=args.feedback_delay,
-            id_prefix=default_id_prefix(path),
-            seed=7,
-            total=args.limit,
+    began = time.monotonic()
+
+    def tick(run: object) -> None:
+        answered = len(run.predictions)  # type: ignore[attr-defined]
+        versions = sorted({p.adapter_version for p in run.predictions.values()})  # type: ignore[attr-defined]
+        live = (
+            max(run.predictions.values(), key=lambda p: p.ts_ms).adapter_version
+            if answered
+            else "-"
+        )  # type: ignore[attr-defined]
+        print(
+            f"      [{time.monotonic() - began:5.0f}s] answered {answered:>5} | serving {live} "
+            f"(seen: {', '.join(versions) or '-'}) | drift events {len(run.drift_events)} | "  # type: ignore[attr-defined]
+            f"train jobs {run.jobs} | promoted {run.promoted} | rejected {run.rejected}",  # type: ignore[attr-defined]
+            flush=True,
         )
-    )
-    print(stats.summary())
+
+    result = run_scenario(settings, scenario, logs, rate=args.rate, on_tick=tick, settle_s=5.0)
+    hits = result.hits(scenario, "adapt")
+
+    def acc(part: list[bool | None]) -> str:
+        known = [h for h in part if h is not None]
+        return f"{sum(known) / len(known):.1%}" if known else "n/a"
+
+    s = scenario.shift_at
     print(
-        "The stream is on the local broker; inference, drift and training agents come next "
-        "(see README: roadmap). Stop the broker with: streamtune kafka stop"
+        f"[4/4] done in {result.seconds:.0f}s: accuracy before the shift {acc(hits[:s])}, after it {acc(hits[s:])} "
+        f"(last 200 events {acc(hits[-200:])}); {len(result.drift_events)} drift events, {result.jobs} train jobs, "
+        f"{result.promoted} adapters promoted, {result.rejected} rejected."
+    )
+    print(
+        "      `streamtune bench adapt --json` runs the same scenario beside a static model and an online River model."
     )
     return 0
 
@@ -185,6 +217,7 @@ BENCHES: dict[str, str] = {
     "inference": "streamtune.bench.inference_bench:run",
     "swap": "streamtune.bench.swap_bench:run",
     "train": "streamtune.bench.train_bench:run",
+    "adapt": "streamtune.bench.adapt_bench:run",
     "stream": "streamtune.bench.stream_bench:run",
     "drift": "streamtune.bench.drift_bench:run",
 }
@@ -292,16 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser(
-        "demo", help="start local Kafka, create topics and replay TFNS with feedback"
+        "demo", help="the whole loop on local Kafka: replay, serve, drift, train, hot swap"
     )
-    demo.add_argument(
-        "--file", default=str(Path(__file__).resolve().parents[1] / "data" / "tfns" / "valid.csv")
-    )
-    demo.add_argument("--task", default="tfns-sentiment")
-    demo.add_argument("--rate", type=float, default=500.0)
-    demo.add_argument("--limit", type=int, default=2000)
-    demo.add_argument("--feedback-fraction", type=float, default=0.5)
-    demo.add_argument("--feedback-delay", type=float, default=1.0)
+    demo.add_argument("--rate", type=float, default=10.0, help="events per second (default 10)")
+    demo.add_argument("--pre", type=int, default=400, help="tweets before the shift (default 400)")
     demo.add_argument(
         "--no-local-kafka",
         dest="local_kafka",

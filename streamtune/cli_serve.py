@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from streamtune.settings import Settings
@@ -25,35 +26,54 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**{**settings.model_dump(), **overrides}) if overrides else settings
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from streamtune.serve import Server
+def _log_info() -> None:
+    """Long-running processes report what they do (swaps, jobs) at INFO."""
+    import logging
 
-    settings = _settings(args)
+    logging.getLogger("streamtune").setLevel(logging.INFO)
+
+
+def _run_service(
+    service: object, ready_line: Callable[[], str], summary: Callable[[object], str]
+) -> int:
+    """Run a long-lived service (``Server`` or ``Trainer``) until SIGTERM or Ctrl-C: print
+    ``ready_line()`` once it is ready, and ``summary(stats)`` when it has stopped."""
+    _log_info()
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        server = Server(settings)
-        watcher = asyncio.create_task(_announce(server))
-        stats = await server.run(stop)
-        watcher.cancel()
-        print(
-            f"serve stopped: answered {stats.answered} interactions in {stats.batches} batches, "
-            f"{stats.dead_lettered} dead-lettered, {stats.swaps} swaps, {stats.rejected} adapters rejected",
-            flush=True,
-        )
+
+        async def announce() -> None:
+            await service.ready.wait()  # type: ignore[attr-defined]
+            print(ready_line(), flush=True)
+
+        announcing = asyncio.create_task(announce())
+        stats = await service.run(stop)  # type: ignore[attr-defined]
+        announcing.cancel()
+        print(summary(stats), flush=True)
 
     asyncio.run(main())
     return 0
 
 
-async def _announce(server: object) -> None:
-    await server.ready.wait()  # type: ignore[attr-defined]
-    versions = ", ".join(f"{t}={v}" for t, v in server.stats.versions.items())  # type: ignore[attr-defined]
-    print(
-        f"serving {versions} (Ctrl-C or SIGTERM finishes the batch in flight and stops)", flush=True
+def cmd_serve(args: argparse.Namespace) -> int:
+    from streamtune.serve import Server
+
+    server = Server(_settings(args))
+    return _run_service(
+        server,
+        lambda: (
+            "serving "
+            + ", ".join(f"{t}={v}" for t, v in server.stats.versions.items())
+            + " (Ctrl-C or SIGTERM finishes the batch in flight and stops)"
+        ),
+        lambda st: (
+            f"serve stopped: answered {st.answered} interactions in {st.batches} batches, "  # type: ignore[attr-defined]
+            f"{st.dead_lettered} dead-lettered, {st.swaps} swaps, {st.rejected} adapters rejected"  # type: ignore[attr-defined]
+        ),
     )
 
 
@@ -149,32 +169,15 @@ def register(sub: argparse._SubParsersAction, connection_options: object) -> Non
 def cmd_train(args: argparse.Namespace) -> int:
     from streamtune.trainer import Trainer
 
-    settings = _settings(args)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        trainer = Trainer(settings)
-        announce = asyncio.create_task(_announce_trainer(trainer))
-        stats = await trainer.run(stop)
-        announce.cancel()
-        print(
-            f"trainer stopped: {stats.jobs} jobs, {stats.promoted} adapters promoted, "
-            f"{stats.rejected} rejected by the gate, {stats.failed} jobs failed",
-            flush=True,
-        )
-
-    asyncio.run(main())
-    return 0
-
-
-async def _announce_trainer(trainer: object) -> None:
-    await trainer.ready.wait()  # type: ignore[attr-defined]
-    print(
-        "training: waiting for train jobs (Ctrl-C or SIGTERM stops; a job in progress reruns later)",
-        flush=True,
+    return _run_service(
+        Trainer(_settings(args)),
+        lambda: (
+            "training: waiting for train jobs (Ctrl-C or SIGTERM stops; a job in progress reruns later)"
+        ),
+        lambda st: (
+            f"trainer stopped: {st.jobs} jobs, {st.promoted} adapters promoted, "  # type: ignore[attr-defined]
+            f"{st.rejected} rejected by the gate, {st.failed} jobs failed"  # type: ignore[attr-defined]
+        ),
     )
 
 

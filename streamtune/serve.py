@@ -30,12 +30,10 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 
-from models.base import load_encoder, load_tokenizer, locate_base_model
-from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
 from models.inference import Predictor
-from models.loader import BaseModel, load_verified
-from models.seed import SEED_VERSION, seed_adapter
+from models.loader import load_base, load_verified
+from models.seed import SEED_VERSION
 from models.signing import Keyring, load_keyring
 from schemas.fields import now_ms
 from schemas.messages import Interaction, Prediction
@@ -94,18 +92,9 @@ class Server:
 
     # --- start-up --------------------------------------------------------------------
     def _load_models(self) -> None:
-        device = resolve_device(self.settings)
-        ref = locate_base_model(self.settings.base_model)
-        encoder = load_encoder(ref.path).eval()
-        tokenizer = load_tokenizer(ref.path)
-        self.base = BaseModel(
-            ref.model_id, encoder, tokenizer, device, resolve_precision(self.settings, device)
-        )
+        self.base = load_base(self.settings)
         for task in self.tasks:
-            self.seeds[task] = seed_adapter(
-                task, encoder=encoder, tokenizer=tokenizer, base_model_id=ref.model_id,
-                cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir,
-            )  # fmt: skip
+            self.seeds[task] = self.base.seed(task)
             self.live[task] = self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION)
             self.stats.versions[task] = SEED_VERSION
 

@@ -37,12 +37,10 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 
 from models.artifact import LoraSpec
-from models.base import load_encoder, load_tokenizer, locate_base_model
-from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
-from models.loader import BaseModel, verify_adapter
+from models.loader import load_base, verify_adapter
 from models.metrics import accuracy, macro_f1
-from models.seed import SEED_VERSION, anchor_examples, seed_adapter
+from models.seed import SEED_VERSION, anchor_examples
 from models.signing import Keyring, Signer, load_keyring, load_signer
 from models.training import (
     Progress,
@@ -115,15 +113,9 @@ class Trainer:
 
     # --- start-up ----------------------------------------------------------------------
     def _load(self) -> None:
-        device = resolve_device(self.settings)
-        ref = locate_base_model(self.settings.base_model)
-        encoder = load_encoder(ref.path).eval()
-        tokenizer = load_tokenizer(ref.path)
-        self.device = device
         # Evaluation runs the model exactly as serve will (same precision).
-        self.base = BaseModel(
-            ref.model_id, encoder, tokenizer, device, resolve_precision(self.settings, device)
-        )
+        self.base = load_base(self.settings)
+        self.device = self.base.device
 
     async def run(self, stop: asyncio.Event) -> TrainerStats:
         loop = asyncio.get_running_loop()
@@ -429,10 +421,7 @@ class Trainer:
                         update.manifest.version,
                         exc,
                     )
-            blob = seed_adapter(
-                task, encoder=self.base.encoder, tokenizer=self.base.tokenizer, base_model_id=self.base.model_id,
-                cache_dir=self.settings.cache_dir, data_dir=self.settings.data_dir,
-            )  # fmt: skip
+            blob = self.base.seed(task)
             out[task] = _Live(SEED_VERSION, blob)
         return out
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+from aiokafka import ConsumerRecord
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-
+from streamtune.kafka.read import read_topic
 from streamtune.settings import Settings
 
 
@@ -13,35 +12,7 @@ async def read_all(
     settings: Settings, topic: str, *, expect: int | None = None, timeout_s: float = 20.0
 ) -> list[ConsumerRecord]:
     """Every record currently in ``topic`` (or wait until ``expect`` records are there)."""
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_kwargs(),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list[ConsumerRecord] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            ends = await consumer.end_offsets(tps)
-            done = all([await consumer.position(tp) >= ends[tp] for tp in tps])
-            if done and (expect is None or len(out) >= expect):
-                break
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out.extend(records)
-        return out
-    finally:
-        await consumer.stop()
+    return await read_topic(settings, topic, expect=expect, timeout_s=timeout_s)
 
 
 async def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:

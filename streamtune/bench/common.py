@@ -12,8 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.messages import Prediction
 from schemas.topics import PREDICTIONS
-from streamtune.kafka.clients import make_admin
-from streamtune.kafka.topics import create_topics
+from streamtune.kafka.topics import create_topics, delete_prefixed_topics
 from streamtune.settings import Settings
 
 
@@ -28,12 +27,7 @@ async def scratch_topics(
     try:
         yield scratch
     finally:
-        admin = make_admin(scratch)
-        await admin.start()
-        try:
-            await admin.delete_topics([s.name for s in scratch.topic_specs()])
-        finally:
-            await admin.close()
+        await delete_prefixed_topics(scratch)
 
 
 class PredictionCollector:

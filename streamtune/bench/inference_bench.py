@@ -23,8 +23,7 @@ import torch
 from models.base import load_encoder, load_tokenizer, locate_base_model
 from models.device import resolve_device, resolve_precision
 from models.hf_pipeline import text_classification_pipeline
-from models.loader import BaseModel
-from models.seed import seed_adapter
+from models.loader import load_base
 from schemas.tasks import get_task
 from streamtune.bench.common import PredictionCollector, percentile, scratch_topics
 from streamtune.replay import ReplayRow, read_rows, replay
@@ -83,20 +82,11 @@ async def _serve_run(
 
 
 def _pipeline_run(settings: Settings, rows: list[ReplayRow]) -> dict[str, float]:
-    ref = locate_base_model(settings.base_model)
-    encoder, tokenizer = load_encoder(ref.path).eval(), load_tokenizer(ref.path)
-    base = BaseModel(ref.model_id, encoder, tokenizer, torch.device("cpu"), "fp32")
-    blob = seed_adapter(
-        TASK,
-        encoder=encoder,
-        tokenizer=tokenizer,
-        base_model_id=ref.model_id,
-        cache_dir=settings.cache_dir,
-        data_dir=settings.data_dir,
-    )
-    predictor = base.predictor(blob, task=TASK, version="base")
+    # The pipeline runs as users run it: fp32, on the CPU.
+    base = load_base(Settings(**{**settings.model_dump(), "device": "cpu"}), precision="fp32")
+    predictor = base.predictor(base.seed(TASK), task=TASK, version="base")
     labels = get_task(TASK).labels
-    pipe = text_classification_pipeline(predictor.model, tokenizer, labels)
+    pipe = text_classification_pipeline(predictor.model, base.tokenizer, labels)
     texts = [r.text for r in rows]
     pipe(texts[:16])  # warm up
     began = time.perf_counter()

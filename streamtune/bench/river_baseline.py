@@ -7,18 +7,15 @@ from __future__ import annotations
 from river import compose, feature_extraction, linear_model, multiclass, naive_bayes, optim
 
 
-def make_model(kind: str = "logreg") -> object:
-    """TF-IDF of word uni- and bigrams into one-vs-rest logistic regression, or naive Bayes."""
-    tfidf = feature_extraction.TFIDF(lowercase=True, ngram_range=(1, 2))
+def make_model(kind: str = "logreg", value: float = 0.5) -> object:
+    """TF-IDF of word uni- and bigrams into one-vs-rest logistic regression (``value`` is the
+    SGD learning rate), or word counts into multinomial naive Bayes (``value`` is alpha)."""
     if kind == "nb":
-        return compose.Pipeline(
-            feature_extraction.BagOfWords(lowercase=True, ngram_range=(1, 2)),
-            naive_bayes.MultinomialNB(alpha=0.5),
-        )
-    classifier = multiclass.OneVsRestClassifier(
-        linear_model.LogisticRegression(optimizer=optim.SGD(0.5), l2=1e-5)
-    )
-    return compose.Pipeline(tfidf, classifier)
+        words = feature_extraction.BagOfWords(lowercase=True, ngram_range=(1, 2))
+        return compose.Pipeline(words, naive_bayes.MultinomialNB(alpha=value))
+    tfidf = feature_extraction.TFIDF(lowercase=True, ngram_range=(1, 2))
+    regression = linear_model.LogisticRegression(optimizer=optim.SGD(value), l2=1e-5)
+    return compose.Pipeline(tfidf, multiclass.OneVsRestClassifier(regression))
 
 
 def prequential(

@@ -16,11 +16,8 @@ from pathlib import Path
 import torch
 
 from models.artifact import LoraSpec
-from models.base import load_encoder, load_tokenizer, locate_base_model
-from models.device import resolve_device, resolve_precision
-from models.loader import BaseModel
+from models.loader import load_base
 from models.metrics import accuracy, macro_f1
-from models.seed import seed_adapter
 from models.training import TaskData, TrainConfig, export_task_adapter, lora_tensors, train
 from streamtune.settings import Settings
 
@@ -49,21 +46,13 @@ def _progress_printer() -> object:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
-    device = resolve_device(settings)
-    ref = locate_base_model(settings.base_model)
-    encoder, tokenizer = load_encoder(ref.path).eval(), load_tokenizer(ref.path)
+    base = load_base(settings)
+    device, encoder, tokenizer = base.device, base.encoder, base.tokenizer
     train_x, train_y = _load(settings.data_dir / "tfns" / "train.csv")
     valid_x, valid_y = _load(settings.data_dir / "tfns" / "valid.csv")
     if getattr(args, "rows", None):
         train_x, train_y = train_x[: args.rows], train_y[: args.rows]
-    seed = seed_adapter(
-        TASK,
-        encoder=encoder,
-        tokenizer=tokenizer,
-        base_model_id=ref.model_id,
-        cache_dir=settings.cache_dir,
-        data_dir=settings.data_dir,
-    )
+    seed = base.seed(TASK)
     _, head, _ = lora_tensors(seed)
     spec = LoraSpec(
         r=settings.train_lora_r, lora_alpha=settings.train_lora_alpha,
@@ -82,9 +71,8 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     )  # fmt: skip
     train_s = time.perf_counter() - began
     blob = export_task_adapter(
-        result.model, TASK, num_labels=3, base_model_id=ref.model_id, spec=spec
+        result.model, TASK, num_labels=3, base_model_id=base.model_id, spec=spec
     )
-    base = BaseModel(ref.model_id, encoder, tokenizer, device, resolve_precision(settings, device))
     scores = {}
     for name, adapter in (("adapter", blob), ("base", seed)):
         predicted = [

@@ -101,3 +101,21 @@ async def _wait_visible(admin: object, names: list[str], timeout_s: float = 15.0
 async def _partition_counts(admin: object) -> dict[str, int]:
     described = await admin.describe_topics()  # type: ignore[attr-defined]
     return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0}
+
+
+async def delete_prefixed_topics(settings: Settings) -> list[str]:
+    """Delete every topic whose name starts with ``settings.topic_prefix`` (scratch runs:
+    tests and benchmarks), the worker's and Faust's own included. Refuses an empty prefix."""
+    from streamtune.errors import ConfigError
+
+    if not settings.topic_prefix:
+        raise ConfigError("refusing to delete topics: no topic prefix is set")
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+        return mine
+    finally:
+        await admin.close()

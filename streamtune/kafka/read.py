@@ -1,0 +1,43 @@
+"""Read a whole topic as it is now: for status commands, benchmarks and tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from streamtune.settings import Settings
+
+
+async def read_topic(
+    settings: Settings, topic: str, *, expect: int | None = None, timeout_s: float = 20.0
+) -> list[ConsumerRecord]:
+    """Every record now in ``topic`` (or, with ``expect``, wait until that many are there)."""
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()  # a topic made just now
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[ConsumerRecord] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            ends = await consumer.end_offsets(tps)
+            done = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+            if done and (expect is None or len(out) >= expect):
+                break
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
