@@ -286,15 +286,18 @@ async def replay(
             )
             stats.feedback += 1
 
+    def skip(bad: BadRow) -> None:
+        stats.bad_rows += 1
+        if len(stats.bad_examples) < 100:
+            stats.bad_examples.append(bad)
+        if on_bad_row is not None:
+            on_bad_row(bad)
+        bar.update(1)
+
     try:
         for row in rows:
             if isinstance(row, BadRow):
-                stats.bad_rows += 1
-                if len(stats.bad_examples) < 100:
-                    stats.bad_examples.append(row)
-                if on_bad_row is not None:
-                    on_bad_row(row)
-                bar.update(1)
+                skip(row)
                 continue
             interaction_id = f"{id_prefix}-{row.line}"
             try:
@@ -307,13 +310,7 @@ async def replay(
                     source=source,
                 )
             except ValidationError as exc:
-                bad = BadRow(row.line, describe(exc))
-                stats.bad_rows += 1
-                if len(stats.bad_examples) < 100:
-                    stats.bad_examples.append(bad)
-                if on_bad_row is not None:
-                    on_bad_row(bad)
-                bar.update(1)
+                skip(BadRow(row.line, describe(exc)))
                 continue
             await pacer.wait(stats.interactions)
             in_flight.append(

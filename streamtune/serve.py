@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ from schemas.fields import now_ms
 from schemas.messages import Interaction, Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS
 from streamtune.adapters import Update, UpdatesFollower, event, publish_event
+from streamtune.errors import StreamtuneError
 from streamtune.kafka.clients import make_producer
 from streamtune.kafka.validating import Batch, ValidatingConsumer
 from streamtune.settings import Settings
@@ -336,3 +337,27 @@ class Server:
             )
         except Exception as exc:  # an event is information; never stop serving over it
             log.warning("could not publish %s event for %s/%s: %s", kind, task, version, exc)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, start_timeout_s: float = 180.0) -> AsyncIterator[Server]:
+    """A Server in this event loop, ready to answer; stopped gracefully on exit.
+
+    For benchmarks and tests; ``streamtune serve`` runs one until a signal instead."""
+    stop = asyncio.Event()
+    server = Server(settings)
+    task = asyncio.create_task(server.run(stop))
+    ready = asyncio.create_task(server.ready.wait())
+    done, _ = await asyncio.wait(
+        {task, ready}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED
+    )
+    if task in done:
+        task.result()  # start-up failed: raise its error
+    if ready not in done:
+        stop.set()
+        raise StreamtuneError(f"serve did not become ready within {start_timeout_s:.0f}s")
+    try:
+        yield server
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

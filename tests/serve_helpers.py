@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +14,7 @@ from models.signing import Signer, generate_keypair
 from models.training import TrainConfig, train_adapter
 from streamtune.adapters import sign_and_publish
 from streamtune.kafka.clients import make_producer
-from streamtune.serve import Server
+from streamtune.serve import running
 from streamtune.settings import Settings
 
 TASK = "tfns-sentiment"
@@ -72,22 +70,8 @@ async def publish(
         await producer.stop()
 
 
-@contextlib.asynccontextmanager
-async def running_server(settings: Settings) -> AsyncIterator[Server]:
-    """A Server in this event loop, ready to answer; stopped gracefully on exit."""
-    stop = asyncio.Event()
-    server = Server(settings)
-    task = asyncio.create_task(server.run(stop))
-    ready = asyncio.create_task(server.ready.wait())
-    done, _ = await asyncio.wait({task, ready}, timeout=180, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # start-up failed: raise its error
-    assert ready in done, "server did not become ready"
-    try:
-        yield server
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+#: A Server in the test's event loop, ready to answer; stopped gracefully on exit.
+running_server = running
 
 
 async def wait_until(predicate: object, timeout_s: float = 60.0) -> None:

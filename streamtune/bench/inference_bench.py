@@ -27,7 +27,7 @@ from models.loader import load_base
 from schemas.tasks import get_task
 from streamtune.bench.common import PredictionCollector, percentile, scratch_topics
 from streamtune.replay import ReplayRow, read_rows, replay
-from streamtune.serve import Server
+from streamtune.serve import running
 from streamtune.settings import Settings
 
 TASK = "tfns-sentiment"
@@ -38,13 +38,12 @@ async def _serve_run(
     settings: Settings, rows: list[ReplayRow], precision: str, latency_s: float
 ) -> dict[str, float]:
     truth = {f"bench-{r.line}": r.label for r in rows}
-    async with scratch_topics(
-        settings, "inference", serve_tasks=TASK, serve_precision=precision
-    ) as scratch:
-        stop = asyncio.Event()
-        server = Server(scratch)
-        running = asyncio.create_task(server.run(stop))
-        await server.ready.wait()
+    async with (
+        scratch_topics(
+            settings, "inference", serve_tasks=TASK, serve_precision=precision
+        ) as scratch,
+        running(scratch) as server,
+    ):
         collector = PredictionCollector(scratch)
         await collector.start()
         loop = asyncio.get_running_loop()
@@ -57,7 +56,7 @@ async def _serve_run(
             accuracy = sum(answers[k].label == v for k, v in truth.items()) / len(truth)
             rate = len(rows) / elapsed
             # Latency under a steady load at half the throughput.
-            steady = [r for r in rows[: int(rate * 0.5 * latency_s)]]
+            steady = rows[: int(rate * 0.5 * latency_s)]
             await replay(
                 scratch,
                 iter(steady),
@@ -70,8 +69,6 @@ async def _serve_run(
             latencies = [p.latency_ms for _, p in collector.received[len(rows) :]]
         finally:
             await collector.stop()
-            stop.set()
-            await running
         return {
             "texts_per_s": rate,
             "accuracy": accuracy,

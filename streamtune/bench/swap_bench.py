@@ -22,7 +22,7 @@ from streamtune.adapters import sign_and_publish
 from streamtune.bench.common import PredictionCollector, percentile, scratch_topics
 from streamtune.kafka.clients import make_producer
 from streamtune.replay import ReplayRow, read_rows, replay
-from streamtune.serve import Server
+from streamtune.serve import running
 from streamtune.settings import Settings
 
 TASK = "tfns-sentiment"
@@ -59,13 +59,12 @@ async def _run(settings: Settings) -> dict[str, object]:
     total_s = BASELINE_S + SWAPS * SWAP_EVERY_S + 3.0
     sent = int(RATE * total_s)
     rows = [rows[i % len(rows)] for i in range(sent)]
-    async with scratch_topics(
-        settings, "swap", serve_tasks=TASK, trusted_keys_dir=keys / "trusted"
-    ) as scratch:
-        stop = asyncio.Event()
-        server = Server(scratch)
-        running = asyncio.create_task(server.run(stop))
-        await server.ready.wait()
+    async with (
+        scratch_topics(
+            settings, "swap", serve_tasks=TASK, trusted_keys_dir=keys / "trusted"
+        ) as scratch,
+        running(scratch) as server,
+    ):
         collector = PredictionCollector(scratch)
         await collector.start()
         producer = make_producer(scratch)
@@ -100,8 +99,6 @@ async def _run(settings: Settings) -> dict[str, object]:
         finally:
             await producer.stop()
             await collector.stop()
-            stop.set()
-            await running
     predictions = collector.received
     unique = {p.interaction_id for _, p in predictions}
     during = [p.latency_ms for t, p in predictions if swaps_began <= t <= swaps_ended]
