@@ -265,6 +265,7 @@ class Server:
         pending, self._pending = self._pending, {}
         self.live.update(pending)
         pause_ms = (time.perf_counter() - began) * 1000
+        self._events = [t for t in self._events if not t.done()]  # keep only unsent reports
         for task, predictor in pending.items():
             self.stats.swaps += 1
             self.stats.swap_pauses_ms.append(pause_ms)

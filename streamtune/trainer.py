@@ -208,13 +208,13 @@ class Trainer:
         return outcome
 
     def _count(self, job: TrainJob, outcome: Outcome) -> None:
+        """Jobs that failed; adapters (one per task) promoted or rejected by the gate."""
         self.stats.outcomes[job.job_id] = outcome
         if outcome.state == "failed":
             self.stats.failed += 1
+            return
         self.stats.promoted += len(outcome.versions)
-        self.stats.rejected += (
-            len(job.tasks) - len(outcome.versions) if outcome.state != "failed" else 0
-        )
+        self.stats.rejected += len(job.tasks) - len(outcome.versions)
 
     async def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
