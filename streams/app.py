@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> StreamtuneApp:
         consumer_max_fetch_size=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
         producer_acks=-1,
         producer_max_request_size=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
+        # The *table store* (the broker above is real Kafka): tables live in memory and are
+        # rebuilt from their Kafka changelog topics on start-up; rocksdb is not a dependency.
         store="memory://",
         topic_partitions=settings.stream_partitions,
         topic_replication_factor=settings.replication_factor,
