@@ -28,6 +28,7 @@ from schemas.fields import now_ms
 from schemas.messages import AdapterChunk, AdapterEvent, AdapterManifest
 from schemas.topics import MODEL_EVENTS, MODEL_UPDATES
 from streamtune.errors import StreamtuneError
+from streamtune.kafka.read import read_topic
 from streamtune.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -269,26 +270,23 @@ class UpdatesFollower:
 async def _scan(settings: Settings) -> list[tuple[str, bytes | None]]:
     """Every (key, value) currently on model-updates, oldest first."""
     topic = settings.topic(MODEL_UPDATES)
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
-    )  # fmt: skip
-    await consumer.start()
+    records = await read_topic(
+        settings, topic, timeout_s=300, max_partition_fetch_bytes=8 * 1024 * 1024
+    )
+    if not records and topic not in await _topics(settings):
+        raise AdapterNotFound(f"topic {topic} does not exist")
+    return [((r.key or b"").decode("utf-8", "replace"), r.value) for r in records]
+
+
+async def _topics(settings: Settings) -> list[str]:
+    from streamtune.kafka.clients import make_admin
+
+    admin = make_admin(settings)
+    await admin.start()
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not tps:
-            raise AdapterNotFound(f"topic {topic} does not exist")
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[str, bytes | None]] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(((r.key or b"").decode("utf-8", "replace"), r.value) for r in records)
-        return out
+        return await admin.list_topics()
     finally:
-        await consumer.stop()
+        await admin.close()
 
 
 async def fetch_chunks(settings: Settings, manifest: AdapterManifest) -> bytes:

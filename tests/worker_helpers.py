@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,9 +16,8 @@ from schemas import Message
 from streams.status import read_table, worker_status
 from streams.topology import Topology
 from streamtune.kafka.clients import make_admin, make_producer
-from streamtune.kafka.topics import delete_prefixed_topics as delete_all_prefixed
 from streamtune.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, _delete_topics
 from tests.kafka_helpers import read_all
 
 #: Settings that keep integration runs short; tests override what they exercise.
@@ -150,7 +148,5 @@ async def task_state(settings: Settings, task: str) -> Any:
     return (await worker_status(settings))["tasks"].get(task)
 
 
-async def delete_prefixed_topics(settings: Settings) -> None:
-    """Every topic of the test, the worker's own and Faust's included (best effort)."""
-    with contextlib.suppress(Exception):  # prefixes keep tests apart anyway
-        await delete_all_prefixed(settings)
+#: Every topic of the test, the worker's own and Faust's included (best effort).
+delete_prefixed_topics = _delete_topics
