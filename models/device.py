@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.inference import Precision
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 
 def resolve_device(settings: Settings) -> torch.device:
@@ -17,7 +17,7 @@ def resolve_device(settings: Settings) -> torch.device:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if settings.device == "cuda" and not torch.cuda.is_available():
-        from streamtune.errors import ConfigError
+        from streamtune.core.errors import ConfigError
 
         raise ConfigError("STREAMTUNE_DEVICE=cuda but torch sees no CUDA device")
     if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()):

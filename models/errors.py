@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamtune.errors import StreamtuneError
+from streamtune.core.errors import StreamtuneError
 
 
 class AdapterRejected(StreamtuneError, ValueError):

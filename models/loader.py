@@ -14,21 +14,21 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.adapter import build_serving_model, check_compatible
 from models.artifact import sha256_hex, unpack
-from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
 from models.inference import Precision, Predictor
+from models.lora import build_serving_model, check_compatible
 from models.seed import REPO_DATA, seed_adapter
 from models.signing import Keyring
 from schemas.messages import AdapterManifest
 from schemas.tasks import get_task
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 
 @dataclass
-class BaseModel:
+class LoadedBase:
     """The pristine base encoder and tokenizer every adapter is applied to (never modified)."""
 
     model_id: str
@@ -91,7 +91,7 @@ def verify_adapter(manifest: AdapterManifest, blob: bytes, keyring: Keyring) -> 
 
 
 def load_verified(
-    base: BaseModel, manifest: AdapterManifest, blob: bytes, keyring: Keyring
+    base: LoadedBase, manifest: AdapterManifest, blob: bytes, keyring: Keyring
 ) -> Predictor:
     """Verify, check against the manifest, build and warm. Raises :class:`AdapterRejected`."""
     verify_adapter(manifest, blob, keyring)
@@ -107,12 +107,12 @@ def load_verified(
     return base.predictor(blob, task=manifest.task, version=manifest.version)
 
 
-def load_base(settings: Settings, precision: Precision | None = None) -> BaseModel:
+def load_base(settings: Settings, precision: Precision | None = None) -> LoadedBase:
     """The configured base model on the configured device, at the serving precision
     (or ``precision``)."""
     device = resolve_device(settings)
     ref = locate_base_model(settings.base_model)
-    return BaseModel(
+    return LoadedBase(
         ref.model_id,
         load_encoder(ref.path).eval(),
         load_tokenizer(ref.path),

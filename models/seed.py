@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.adapter import export_adapter, new_peft_classifier
 from models.artifact import LoraSpec
+from models.lora import export_adapter, new_peft_classifier
 from schemas.tasks import get_task
-from streamtune.errors import ConfigError
+from streamtune.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ ANCHOR_FILES = {
     "banking77-intent": ("banking77/test.csv", "text", "category"),
 }
 SEED_SAMPLE = 2000
-SEED_VERSION = "base"
 
 
 def seed_examples(

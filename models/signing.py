@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from models.errors import AdapterRejected
 from schemas.messages import AdapterManifest
-from streamtune.errors import ConfigError
-from streamtune.settings import Settings
+from streamtune.core.errors import ConfigError
+from streamtune.core.settings import Settings
 
 _UNSIGNED_FIELDS = {"signature_b64", "payload_b64"}
 

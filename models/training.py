@@ -29,8 +29,8 @@ from peft import (
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.adapter import library_versions
 from models.artifact import AdapterConfig, LoraSpec, pack, unpack
+from models.lora import library_versions
 from models.metrics import accuracy, macro_f1
 
 HEAD_KEYS = ("base_model.model.head.weight", "base_model.model.head.bias")

@@ -1,4 +1,4 @@
-"""The contract errors. ``streamtune.errors`` roots the rest of the project's errors here."""
+"""The contract errors. ``streamtune.core.errors`` roots the rest of the project's errors here."""
 
 from __future__ import annotations
 

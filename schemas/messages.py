@@ -202,6 +202,11 @@ class TrainJob(Message):
         return "+".join(self.tasks)
 
 
+#: The version every prediction names before any adapter is live: the task's seed model
+#: (the base encoder with its seed head). A rollback to it is a tombstone on the task's key.
+SEED_VERSION = "base"
+
+
 class AdapterManifest(Message):
     """A signed adapter announcement on ``model-updates`` (compacted). Key: task.
 

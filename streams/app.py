@@ -35,11 +35,11 @@ from schemas.base import DecodeError
 from schemas.codec import decode
 from schemas.messages import AdapterManifest, DeadLetter, JobStatus
 from schemas.tasks import known_tasks
+from streams.batching import BatchingApp
 from streams.join_agent import JoinAgent
 from streams.task_agent import TaskAgent, tick_events
 from streams.topology import Topology, app_id, internal_topic_specs
-from streams.transport import StreamtuneApp
-from streamtune.settings import Settings, load_settings
+from streamtune.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,14 @@ GROUP_EVENTS = 64
 GROUP_WAIT_S = 0.002
 
 
-def create_app(settings: Settings | None = None) -> StreamtuneApp:
+def create_app(settings: Settings | None = None) -> BatchingApp:
     """A Faust app running the worker's agents against the configured broker."""
     settings = settings or load_settings()
     aiokafka_log = logging.getLogger("aiokafka")
     if aiokafka_log.level == logging.NOTSET:
         # aiokafka logs every message sent at DEBUG; keep that off unless asked for.
         aiokafka_log.setLevel(logging.INFO)
-    app = StreamtuneApp(
+    app = BatchingApp(
         app_id(settings),
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> StreamtuneApp:
     return app
 
 
-def run_worker(app: StreamtuneApp, loglevel: str = "info") -> None:
+def run_worker(app: BatchingApp, loglevel: str = "info") -> None:
     """Run ``app`` in a Faust worker until it is stopped (Ctrl-C or SIGTERM)."""
     from faust.worker import Worker
 
@@ -113,7 +113,7 @@ def run_worker(app: StreamtuneApp, loglevel: str = "info") -> None:
     worker.execute_from_commandline()
 
 
-def _register(app: StreamtuneApp, t: Topology) -> None:
+def _register(app: BatchingApp, t: Topology) -> None:
     join = JoinAgent(t)
     tasks = TaskAgent(t)
 
@@ -236,7 +236,7 @@ async def _announce_job_ends(t: Topology, records: list[Any]) -> None:
 
 async def _create_topics(settings: Settings) -> None:
     """Create streamtune's topics and the worker's own (idempotent), before Faust subscribes."""
-    from streamtune.kafka.topics import create_topics
+    from streamtune.core.topic_admin import create_topics
 
     await create_topics(settings, settings.topic_specs() + internal_topic_specs(settings))
 
@@ -255,7 +255,7 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-_APP: StreamtuneApp | None = None
+_APP: BatchingApp | None = None
 
 
 def __getattr__(name: str) -> Any:

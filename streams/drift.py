@@ -66,7 +66,7 @@ class DriftConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> DriftConfig:
-        """The detector settings of a :class:`streamtune.settings.Settings`."""
+        """The detector settings of a :class:`streamtune.core.settings.Settings`."""
         return cls(
             error_delta=settings.drift_error_delta,
             error_ph_threshold=settings.drift_error_ph_threshold,

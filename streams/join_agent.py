@@ -1,6 +1,6 @@
 """The join agent: one Faust agent over interactions, predictions, feedback and join ticks.
 
-Each event is a batch of records from one partition (see :mod:`streams.transport`). Per
+Each event is a batch of records from one partition (see :mod:`streams.batching`). Per
 batch, in this order (the order is what makes a crash safe):
 
 1. decode every record; bad ones become dead letters, good ones go through the join rules;
@@ -29,8 +29,8 @@ from faust.types import TP
 from schemas.codec import decode
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
 from streams.join import JoinConfig, JoinPartition, progress_key
-from streams.readback import read_partition
 from streams.topology import Topology
+from streamtune.core.topic_reader import read_partition
 
 log = logging.getLogger(__name__)
 

@@ -9,43 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
 
 from streams.join import COUNTERS
 from streams.topology import Topology
 from streams.windows import TaskState
-from streamtune.kafka.clients import make_consumer
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
+from streamtune.core.topic_reader import read_topic
 
 
 async def read_table(settings: Settings, topic: str) -> dict[str, Any]:
     """The latest value of every key of a changelog topic (deleted keys left out)."""
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return {}
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        table: dict[str, Any] = {}
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    key = orjson.loads(record.key)
-                    if record.value is None:
-                        table.pop(key, None)
-                    else:
-                        table[key] = orjson.loads(record.value)
-        return table
-    finally:
-        await consumer.stop()
+    table: dict[str, Any] = {}
+    for record in await read_topic(settings, topic, timeout_s=60):
+        key = orjson.loads(record.key)
+        if record.value is None:
+            table.pop(key, None)
+        else:
+            table[key] = orjson.loads(record.value)
+    return table
 
 
 async def worker_status(settings: Settings) -> dict[str, Any]:

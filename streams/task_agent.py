@@ -32,10 +32,10 @@ from schemas.codec import dead_letter
 from schemas.messages import DeadLetter, DriftEvent, TrainJob
 from schemas.tasks import get_task, known_tasks
 from streams.drift import Detection, DriftConfig, DriftMonitor
-from streams.readback import read_partition
 from streams.topology import Topology
 from streams.trigger import TriggerConfig, adapter_published, evaluate, job_ended, trigger
 from streams.windows import TaskState, WindowConfig, add_example, close_if_old
+from streamtune.core.topic_reader import read_partition
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from schemas.topics import (
     TRAIN_STATUS,
     TopicSpec,
 )
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 

@@ -33,16 +33,16 @@ from aiokafka.errors import CommitFailedError
 from models.errors import AdapterRejected
 from models.inference import Predictor
 from models.loader import load_base, load_verified
-from models.seed import SEED_VERSION
 from models.signing import Keyring, load_keyring
 from schemas.fields import now_ms
-from schemas.messages import Interaction, Prediction
+from schemas.messages import SEED_VERSION, Interaction, Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS
-from streamtune.adapters import Update, UpdatesFollower, event, publish_event
-from streamtune.errors import StreamtuneError
-from streamtune.kafka.clients import make_producer
-from streamtune.kafka.validating import Batch, ValidatingConsumer
-from streamtune.settings import Settings
+from streamtune.core.clients import make_producer
+from streamtune.core.errors import StreamtuneError
+from streamtune.core.settings import Settings
+from streamtune.core.validating_consumer import Batch, ValidatingConsumer
+from streamtune.model_updates.follower import Update, UpdatesFollower
+from streamtune.model_updates.publisher import event, publish_event
 
 log = logging.getLogger(__name__)
 

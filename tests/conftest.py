@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -45,7 +45,7 @@ def unique_prefix() -> str:
 @pytest.fixture(scope="session")
 def broker_bootstrap() -> Iterator[str]:
     """The bootstrap address of a running broker, starting the local one if needed."""
-    from streamtune.kafka.local import LocalKafka, _answers_metadata
+    from streamtune.core.local_kafka import LocalKafka, _answers_metadata
 
     base = Settings()
     if asyncio.run(_answers_metadata(base.bootstrap_servers, 5.0)):
@@ -70,7 +70,7 @@ def kafka_settings(broker_bootstrap: str) -> Settings:
 @pytest.fixture
 def topics(kafka_settings: Settings) -> Iterator[Settings]:
     """``kafka_settings`` with every streamtune topic created; deleted afterwards."""
-    from streamtune.kafka.topics import create_topics
+    from streamtune.core.topic_admin import create_topics
 
     asyncio.run(create_topics(kafka_settings))
     yield kafka_settings
@@ -81,7 +81,7 @@ async def _delete_topics(settings: Settings) -> None:
     """Best effort: unique prefixes keep tests apart anyway."""
     import contextlib
 
-    from streamtune.kafka.topics import delete_prefixed_topics
+    from streamtune.core.topic_admin import delete_prefixed_topics
 
     with contextlib.suppress(Exception):
         await delete_prefixed_topics(settings)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord
 
-from streamtune.kafka.read import read_topic
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
+from streamtune.core.topic_reader import read_topic
 
 
 async def read_all(
@@ -17,7 +17,7 @@ async def read_all(
 
 async def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """The offsets ``group`` has committed on ``topic``, by partition."""
-    from streamtune.kafka.clients import make_admin
+    from streamtune.core.clients import make_admin
 
     admin = make_admin(settings)
     await admin.start()

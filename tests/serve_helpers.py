@@ -8,14 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from models.artifact import LoraSpec
-from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.seed import seed_examples
 from models.signing import Signer, generate_keypair
 from models.training import TrainConfig, train_adapter
-from streamtune.adapters import sign_and_publish
-from streamtune.kafka.clients import make_producer
+from streamtune.core.clients import make_producer
+from streamtune.core.settings import Settings
+from streamtune.model_updates.publisher import sign_and_publish
 from streamtune.serve import running
-from streamtune.settings import Settings
 
 TASK = "tfns-sentiment"
 SMALL = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=("query", "value"))

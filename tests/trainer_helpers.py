@@ -12,9 +12,9 @@ from pathlib import Path
 from schemas import JobStatus, LabelledExample, OffsetRange, TrainJob
 from schemas.fields import now_ms
 from schemas.topics import LABELLED, TRAIN_STATUS
-from streamtune.kafka.clients import make_producer
-from streamtune.settings import Settings
-from streamtune.trainer import Trainer, publish_job
+from streamtune.core.clients import make_producer
+from streamtune.core.settings import Settings
+from streamtune.train.worker import Trainer, publish_job
 from tests.conftest import DATA
 from tests.kafka_helpers import read_all
 

@@ -15,8 +15,8 @@ from typing import Any
 from schemas import Message
 from streams.status import read_table, worker_status
 from streams.topology import Topology
-from streamtune.kafka.clients import make_admin, make_producer
-from streamtune.settings import Settings
+from streamtune.core.clients import make_admin, make_producer
+from streamtune.core.settings import Settings
 from tests.conftest import REPO, _delete_topics
 from tests.kafka_helpers import read_all
 

@@ -1,6 +1,6 @@
 """``streamtune bench adapt``: prequential accuracy through the real pipeline, across a shift.
 
-The scenario (``streamtune.scenario``) is replayed through worker, serve and train on a
+The scenario (``streamtune.scenario.build``) is replayed through worker, serve and train on a
 local broker. Two baselines see the same stream in the same order:
 
 - the static model: the base model streamtune starts from, never updated;
@@ -27,11 +27,11 @@ from models.device import resolve_device
 from models.loader import load_base
 from models.seed import seed_examples
 from models.signing import generate_keypair
-from streamtune.adapt import TASK, run_scenario, scenario_settings
 from streamtune.bench.river_baseline import make_model, prequential
-from streamtune.kafka.topics import create_topics, delete_prefixed_topics
-from streamtune.scenario import Scenario, build
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
+from streamtune.core.topic_admin import create_topics, delete_prefixed_topics
+from streamtune.scenario.build import Scenario, build
+from streamtune.scenario.runner import TASK, run_scenario, scenario_settings
 
 RIVER_GRID = ("logreg-0.1", "logreg-0.5", "logreg-1.0", "nb-0.1", "nb-0.5", "nb-1.0")
 ROLLING = 100

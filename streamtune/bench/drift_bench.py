@@ -32,7 +32,7 @@ from pathlib import Path
 from schemas.tasks import get_task
 from streams.drift import DriftConfig, DriftMonitor
 from streams.join import input_tokens
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 TASK = "tfns-sentiment"

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import torch
 
-from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.device import resolve_device, resolve_precision
 from models.hf_pipeline import text_classification_pipeline
 from models.loader import load_base
 from schemas.tasks import get_task
-from streamtune.bench.common import PredictionCollector, percentile, scratch_topics
+from streamtune.bench.common import percentile, scratch_topics
+from streamtune.core.settings import Settings
 from streamtune.replay import ReplayRow, read_rows, replay
+from streamtune.scenario.collector import PredictionCollector
 from streamtune.serve import running
-from streamtune.settings import Settings
 
 TASK = "tfns-sentiment"
 VALID = Path(__file__).resolve().parents[2] / "data" / "tfns" / "valid.csv"

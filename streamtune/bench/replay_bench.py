@@ -16,10 +16,10 @@ from pathlib import Path
 
 from schemas.fields import now_ms
 from schemas.messages import Interaction
-from streamtune.kafka.clients import make_admin, make_producer
-from streamtune.kafka.topics import create_topics
+from streamtune.core.clients import make_admin, make_producer
+from streamtune.core.settings import Settings
+from streamtune.core.topic_admin import create_topics
 from streamtune.replay import ReplayRow, read_rows, replay
-from streamtune.settings import Settings
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "tfns"
 

@@ -44,10 +44,10 @@ from streams.errors import WorkerError
 from streams.join import JoinConfig, JoinPartition
 from streams.topology import app_id
 from streams.windows import TaskState, WindowConfig, add_example
-from streamtune.kafka.clients import make_admin, make_consumer, make_producer
-from streamtune.kafka.topics import create_topics
+from streamtune.core.clients import make_admin, make_consumer, make_producer
+from streamtune.core.settings import Settings
+from streamtune.core.topic_admin import create_topics
 from streamtune.replay import ReplayRow, read_rows
-from streamtune.settings import Settings
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "tfns"
 TASK = "tfns-sentiment"

@@ -14,16 +14,17 @@ from itertools import cycle
 from pathlib import Path
 
 from models.artifact import LoraSpec
-from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.seed import seed_examples
 from models.signing import Signer, generate_keypair
 from models.training import TrainConfig, train_adapter
-from streamtune.adapters import sign_and_publish
-from streamtune.bench.common import PredictionCollector, percentile, scratch_topics
-from streamtune.kafka.clients import make_producer
+from streamtune.bench.common import percentile, scratch_topics
+from streamtune.core.clients import make_producer
+from streamtune.core.settings import Settings
+from streamtune.model_updates.publisher import sign_and_publish
 from streamtune.replay import ReplayRow, read_rows, replay
+from streamtune.scenario.collector import PredictionCollector
 from streamtune.serve import running
-from streamtune.settings import Settings
 
 TASK = "tfns-sentiment"
 VALID = Path(__file__).resolve().parents[2] / "data" / "tfns" / "valid.csv"

@@ -19,7 +19,7 @@ from models.artifact import LoraSpec
 from models.loader import load_base
 from models.metrics import accuracy, macro_f1
 from models.training import TaskData, TrainConfig, export_task_adapter, lora_tensors, train
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 TASK = "tfns-sentiment"
 DATA = Path(__file__).resolve().parents[2] / "data" / "tfns"

@@ -10,10 +10,10 @@ import asyncio
 
 import pytest
 
-from streamtune.kafka.clients import make_consumer, make_producer
-from streamtune.kafka.local import LocalKafka
-from streamtune.kafka.topics import create_topics
-from streamtune.settings import Settings
+from streamtune.core.clients import make_consumer, make_producer
+from streamtune.core.local_kafka import LocalKafka
+from streamtune.core.settings import Settings
+from streamtune.core.topic_admin import create_topics
 from tests.conftest import free_port
 from tests.kafka_helpers import read_all
 
@@ -128,7 +128,7 @@ def test_consumer_group_resumes_after_restart(own_broker):
 def test_port_taken_by_another_process_is_a_clear_error(own_broker, tmp_path):
     import socket
 
-    from streamtune.errors import BrokerError
+    from streamtune.core.errors import BrokerError
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", own_broker.settings.kafka_port))

@@ -8,7 +8,7 @@ import pytest
 
 from schemas import MESSAGE_TYPES
 from schemas.topics import DEAD_LETTER
-from streamtune.kafka.clients import make_producer
+from streamtune.core.clients import make_producer
 from tests.examples import examples
 from tests.kafka_helpers import read_all
 

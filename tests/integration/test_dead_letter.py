@@ -10,8 +10,8 @@ import pytest
 from schemas import DeadLetter, Interaction
 from schemas.limits import MAX_TEXT_CHARS
 from schemas.topics import DEAD_LETTER, INTERACTIONS
-from streamtune.kafka.clients import make_producer
-from streamtune.kafka.validating import ValidatingConsumer
+from streamtune.core.clients import make_producer
+from streamtune.core.validating_consumer import ValidatingConsumer
 from tests.examples import TS
 from tests.kafka_helpers import committed, read_all
 

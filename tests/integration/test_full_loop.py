@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from models.signing import generate_keypair
-from streamtune.adapt import run_scenario, scenario_settings
-from streamtune.scenario import build
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
+from streamtune.scenario.build import build
+from streamtune.scenario.runner import run_scenario, scenario_settings
 from tests.conftest import DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,10 +14,11 @@ import pytest
 
 from schemas import AdapterEvent, Prediction
 from schemas.topics import INTERACTIONS, MODEL_EVENTS, PREDICTIONS
-from streamtune.adapters import fetch_chunks, history, rollback, split_payload
-from streamtune.kafka.clients import make_producer
+from streamtune.core.clients import make_producer
+from streamtune.core.settings import Settings
+from streamtune.model_updates.history import fetch_chunks, history, rollback
+from streamtune.model_updates.records import split_payload
 from streamtune.replay import read_rows, replay
-from streamtune.settings import Settings
 from tests.conftest import DATA
 from tests.kafka_helpers import committed, read_all
 from tests.serve_helpers import (
@@ -143,7 +144,7 @@ async def publish_bad(settings: Settings, keys, case: str) -> None:
     from models.artifact import sha256_hex
     from schemas import AdapterManifest
     from schemas.fields import now_ms
-    from streamtune.adapters import publish_adapter
+    from streamtune.model_updates.publisher import publish_adapter
 
     blob = trained_blob(2)
     manifest = AdapterManifest(

@@ -14,8 +14,8 @@ import pytest
 
 from schemas import Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS
+from streamtune.core.settings import Settings
 from streamtune.replay import read_rows, replay
-from streamtune.settings import Settings
 from tests.conftest import DATA
 from tests.kafka_helpers import committed, read_all
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from schemas.topics import CO_PARTITIONED, TOPIC_NAMES
-from streamtune.errors import BrokerError
-from streamtune.kafka.topics import create_topics, describe_topic_configs
-from streamtune.settings import Settings
+from streamtune.core.errors import BrokerError
+from streamtune.core.settings import Settings
+from streamtune.core.topic_admin import create_topics, describe_topic_configs
 from tests.conftest import _delete_topics
 
 pytestmark = pytest.mark.integration

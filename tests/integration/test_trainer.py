@@ -9,8 +9,8 @@ import pytest
 
 from schemas import AdapterManifest, Prediction
 from schemas.topics import MODEL_UPDATES, PREDICTIONS
+from streamtune.core.settings import Settings
 from streamtune.replay import ReplayRow, replay
-from streamtune.settings import Settings
 from tests.conftest import DATA
 from tests.kafka_helpers import read_all
 from tests.serve_helpers import running_server, wait_until

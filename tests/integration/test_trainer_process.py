@@ -13,7 +13,7 @@ import time
 import pytest
 
 from schemas.topics import TRAIN_JOBS
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 from tests.conftest import DATA
 from tests.kafka_helpers import committed
 from tests.trainer_helpers import csv_rows, job, statuses, submit, wait_for_outcome, write_labelled

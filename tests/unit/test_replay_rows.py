@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamtune.errors import ConfigError
+from streamtune.core.errors import ConfigError
 from streamtune.replay import BadRow, ReplayRow, parse_label_map, read_rows
 from tests.conftest import DATA
 

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.topics import CO_PARTITIONED, TOPIC_NAMES, topic_specs
-from streamtune.errors import ConfigError
-from streamtune.settings import Settings
+from streamtune.core.errors import ConfigError
+from streamtune.core.settings import Settings
 
 
 def test_settings_read_the_environment(monkeypatch):

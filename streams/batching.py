@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport, delivering each fetched partition batch as one event.
+"""Faust delivering batches: each fetched partition batch of a topic becomes one event.
 
 Why: stock Faust hands records to streams one at a time, and each hand-over schedules
 several asyncio tasks (the drain loop's ``wait_first`` and the stream iterator). That costs
@@ -101,7 +101,7 @@ class BatchingTransport(faust_aiokafka.Transport):
     Producer: ClassVar[type[Any]] = IdempotentProducer
 
 
-class StreamtuneApp(faust.App):
+class BatchingApp(faust.App):
     """A Faust app whose topics in :attr:`batched_topics` arrive as per-partition batches.
 
     :attr:`prepare` runs once before anything else starts (the worker creates its topics

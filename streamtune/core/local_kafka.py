@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamtune.errors import BrokerError
-from streamtune.settings import Settings
+from streamtune.core.errors import BrokerError
+from streamtune.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.topics import TopicSpec
-from streamtune.errors import BrokerError
-from streamtune.kafka.clients import make_admin
-from streamtune.settings import Settings
+from streamtune.core.clients import make_admin
+from streamtune.core.errors import BrokerError
+from streamtune.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ async def _partition_counts(admin: object) -> dict[str, int]:
 async def delete_prefixed_topics(settings: Settings) -> list[str]:
     """Delete every topic whose name starts with ``settings.topic_prefix`` (scratch runs:
     tests and benchmarks), the worker's and Faust's own included. Refuses an empty prefix."""
-    from streamtune.errors import ConfigError
+    from streamtune.core.errors import ConfigError
 
     if not settings.topic_prefix:
         raise ConfigError("refusing to delete topics: no topic prefix is set")

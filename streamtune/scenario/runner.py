@@ -16,12 +16,12 @@ from pathlib import Path
 
 from schemas.messages import DriftEvent, JobStatus, Prediction
 from schemas.topics import DRIFT_EVENTS, TRAIN_JOBS, TRAIN_STATUS
-from streamtune.bench.common import PredictionCollector
-from streamtune.kafka.read import read_topic
-from streamtune.pipeline import Pipeline
+from streamtune.core.settings import Settings
+from streamtune.core.topic_reader import read_topic
+from streamtune.local_service import LocalService
 from streamtune.replay import replay
-from streamtune.scenario import Scenario
-from streamtune.settings import Settings
+from streamtune.scenario.build import Scenario
+from streamtune.scenario.collector import PredictionCollector
 
 TASK = "tfns-sentiment"
 
@@ -74,7 +74,7 @@ async def _read(settings: Settings, topic: str) -> list[bytes]:
 
 
 async def _replay_and_watch(
-    settings: Settings, scenario: Scenario, pipeline: Pipeline, *, rate: float, prefix: str,
+    settings: Settings, scenario: Scenario, service: LocalService, *, rate: float, prefix: str,
     feedback_delay_s: float, on_tick: Callable[[Run], None] | None, settle_s: float,
 ) -> Run:  # fmt: skip
     run = Run()
@@ -90,7 +90,7 @@ async def _replay_and_watch(
         )  # fmt: skip
         while not sending.done():
             await asyncio.wait({sending}, timeout=5.0)
-            pipeline.check()
+            service.check()
             await _refresh(settings, run, collector)
             if on_tick is not None:
                 on_tick(run)
@@ -127,10 +127,10 @@ def run_scenario(
     feedback_delay_s: float = 1.0, on_tick: Callable[[Run], None] | None = None, settle_s: float = 5.0,
 ) -> Run:  # fmt: skip
     """Start worker, serve and train; replay the scenario with feedback; stop them; the run."""
-    with Pipeline(settings, log_dir) as pipeline:
+    with LocalService(settings, log_dir) as service:
         return asyncio.run(
             _replay_and_watch(
-                settings, scenario, pipeline, rate=rate, prefix=prefix,
+                settings, scenario, service, rate=rate, prefix=prefix,
                 feedback_delay_s=feedback_delay_s, on_tick=on_tick, settle_s=settle_s,
             )
         )  # fmt: skip

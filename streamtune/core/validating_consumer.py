@@ -26,8 +26,8 @@ from schemas.base import Message
 from schemas.codec import decode
 from schemas.messages import DeadLetter
 from schemas.topics import DEAD_LETTER
-from streamtune.errors import DeliveryError
-from streamtune.settings import Settings
+from streamtune.core.errors import DeliveryError
+from streamtune.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ValidatingConsumer(Generic[M]):
         consumer: AIOKafkaConsumer | None = None,
         max_bytes: int = limits.MAX_RECORD_BYTES,
     ) -> None:
-        from streamtune.kafka.clients import make_consumer
+        from streamtune.core.clients import make_consumer
 
         self.settings = settings
         self.model = model

@@ -10,20 +10,11 @@ import argparse
 import asyncio
 from typing import Any
 
-from streamtune.settings import Settings
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name)
-        for name in ("bootstrap_servers", "topic_prefix", "worker_app_id")
-        if getattr(args, name, None) is not None
-    }
-    return Settings(**overrides)
+from streamtune.cli.options import add_connection_options, settings_from_args
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if args.action == "status":
         from streams.status import describe, worker_status
 
@@ -35,22 +26,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(sub: Any) -> None:
     """Add the ``worker`` command to ``streamtune``'s parser."""
-    worker = subparsers.add_parser(
+    worker = sub.add_parser(
         "worker",
         help="run the Faust agents: join, drift statistics, windows, train triggers",
         description="Run the worker (the default), or print its tables' counters (status).",
     )
     worker.add_argument("action", nargs="?", choices=["run", "status"], default="run")
     worker.add_argument("--loglevel", default="info", help="Faust log level (default info)")
-    worker.add_argument(
-        "--bootstrap-servers",
-        dest="bootstrap_servers",
-        help="default: $STREAMTUNE_BOOTSTRAP_SERVERS or 127.0.0.1:9092",
-    )
-    worker.add_argument(
-        "--topic-prefix", dest="topic_prefix", help="default: $STREAMTUNE_TOPIC_PREFIX or none"
-    )
+    add_connection_options(worker)
     worker.add_argument("--app-id", dest="worker_app_id", help="default: $STREAMTUNE_WORKER_APP_ID")
     worker.set_defaults(func=cmd_worker)

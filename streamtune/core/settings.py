@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TOPIC_NAMES, TopicSpec, topic_specs
-from streamtune.errors import ConfigError
+from streamtune.core.errors import ConfigError
 
 
 def _default_cache_dir() -> Path:
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(None, ge=1, le=256)
     data_dir: Path = Field(
-        Path(__file__).resolve().parents[1] / "data",
+        Path(__file__).resolve().parents[2] / "data",
         description="seed data for the tasks' seed heads",
     )
 

@@ -4,7 +4,7 @@ Used by ``streamtune demo``, ``streamtune bench adapt`` and the end-to-end test.
 gets exactly this process's settings through ``STREAMTUNE_*`` variables and logs to its own
 file; ``stop()`` sends SIGTERM (graceful) and waits.
 
-    with Pipeline(settings, log_dir) as pipeline:   # starts, waits until all three are ready
+    with LocalService(settings, log_dir) as service:   # starts, waits until all three are ready
         ...
 """
 
@@ -21,8 +21,8 @@ from types import TracebackType
 
 from pydantic import SecretStr
 
-from streamtune.errors import StreamtuneError
-from streamtune.settings import Settings
+from streamtune.core.errors import StreamtuneError
+from streamtune.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = ("worker", "serve", "train")
@@ -77,7 +77,7 @@ class Child:
             return self.proc.wait(10)
 
 
-class Pipeline:
+class LocalService:
     """Worker, serve and train for ``settings``, started together and stopped together."""
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
@@ -85,7 +85,7 @@ class Pipeline:
         self.log_dir = log_dir
         self.children: dict[str, Child] = {}
 
-    def __enter__(self) -> Pipeline:
+    def __enter__(self) -> LocalService:
         self.start()
         return self
 
@@ -113,7 +113,7 @@ class Pipeline:
             if time.monotonic() > deadline:
                 self.stop()
                 raise StreamtuneError(
-                    f"the pipeline did not start within {timeout_s:.0f}s (logs in {self.log_dir})"
+                    f"the service did not start within {timeout_s:.0f}s (logs in {self.log_dir})"
                 )
             time.sleep(0.5)
 

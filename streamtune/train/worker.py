@@ -34,13 +34,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
 from aiokafka import AIOKafkaProducer
 
 from models.artifact import LoraSpec
 from models.errors import AdapterRejected
+from models.evaluation import evaluate
+from models.gate import GateRule
 from models.loader import load_base, verify_adapter
-from models.metrics import accuracy, macro_f1
-from models.seed import SEED_VERSION, anchor_examples
+from models.seed import anchor_examples
 from models.signing import Keyring, Signer, load_keyring, load_signer
 from models.training import (
     Progress,
@@ -51,21 +53,17 @@ from models.training import (
     train,
 )
 from schemas.fields import now_ms
-from schemas.messages import JobStatus, TrainJob
-from schemas.tasks import get_task
+from schemas.messages import SEED_VERSION, JobStatus, TrainJob
 from schemas.topics import TRAIN_JOBS, TRAIN_STATUS
-from streamtune.adapters import Update, UpdatesFollower, sign_and_publish
-from streamtune.errors import StreamtuneError
-from streamtune.kafka.clients import make_consumer, make_producer
-from streamtune.kafka.validating import ValidatingConsumer
-from streamtune.labelled import read_ranges
-from streamtune.settings import Settings
+from streamtune.core.clients import make_consumer, make_producer
+from streamtune.core.errors import StreamtuneError
+from streamtune.core.settings import Settings
+from streamtune.core.validating_consumer import ValidatingConsumer
+from streamtune.model_updates.follower import Update, UpdatesFollower
+from streamtune.model_updates.publisher import sign_and_publish
+from streamtune.train.dataset import job_data
 
 log = logging.getLogger(__name__)
-
-
-class JobError(StreamtuneError, RuntimeError):
-    """A job cannot be trained as it stands (too few valid examples, no holdout, ...)."""
 
 
 class Cancelled(StreamtuneError, RuntimeError):
@@ -78,6 +76,19 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     message: str = ""
+
+
+@dataclass
+class Candidate:
+    """A trained adapter of one task, evaluated and gated, not yet published."""
+
+    task: str
+    version: str
+    blob: bytes
+    num_labels: int
+    metrics: dict[str, float]
+    promote: bool
+    reason: str
 
 
 @dataclass
@@ -225,53 +236,31 @@ class Trainer:
 
     async def _attempt(self, job: TrainJob, attempt: int) -> Outcome:
         loop = asyncio.get_running_loop()
-        tasks = set(job.tasks)
-        topic = (
-            job.labelled_topic
-            if job.labelled_topic.startswith(self.settings.topic_prefix)
-            else self.settings.topic_prefix + job.labelled_topic
-        )
-        train_read = await read_ranges(
-            self.settings, topic, [*job.train_ranges, *job.rehearsal_ranges], tasks
-        )
-        holdout_read = await read_ranges(self.settings, topic, job.holdout_ranges, tasks)
         live = await self._live_adapters(job.tasks)
-        datasets, holdouts = [], {}
-        for task in job.tasks:
-            examples = [
-                e for e in train_read.by_task(task) if e.interaction_id not in holdout_read.examples
-            ]
-            held = holdout_read.by_task(task)
-            if len(examples) < self.settings.train_min_valid_examples:
-                raise JobError(
-                    f"task {task}: {len(examples)} valid training examples, fewer than "
-                    f"{self.settings.train_min_valid_examples} ({train_read.corrupt} corrupt records skipped"
-                    f"{'; first: ' + train_read.first_error if train_read.first_error else ''})"
-                )
-            if not held:
-                raise JobError(f"task {task}: the holdout ranges hold no valid example")
-            head = None
-            if self.settings.train_warm_start:
-                _, head, _ = lora_tensors(live[task].blob)
-            datasets.append(
-                TaskData(
-                    task,
-                    get_task(task).num_labels,
-                    [e.text for e in examples],
-                    [e.label for e in examples],
-                    head,
-                )
-            )
-            holdouts[task] = ([e.text for e in held], [e.label for e in held])
-        await self._status(
-            job, "progress", attempt, progress=0.0,
-            message=(f"read {sum(len(d.texts) for d in datasets)} training and {sum(len(h[0]) for h in holdouts.values())} "
-                     f"holdout examples; skipped {train_read.corrupt + holdout_read.corrupt} corrupt, "
-                     f"{train_read.duplicates} duplicates"),
-        )  # fmt: skip
-        return await loop.run_in_executor(
-            self._pool, self._train_and_gate, job, attempt, datasets, holdouts, live, loop
+
+        def warm_head(task: str) -> dict[str, torch.Tensor] | None:
+            return lora_tensors(live[task].blob)[1] if self.settings.train_warm_start else None
+
+        data = await job_data(self.settings, job, warm_head)
+        await self._status(job, "progress", attempt, progress=0.0, message=data.summary)
+        metrics, candidates = await loop.run_in_executor(
+            self._pool, self._train_and_gate, job, attempt, data.datasets, data.holdouts, live, loop
         )
+        # Signing and publishing happen here, on the event loop; the thread only decides.
+        promoted: dict[str, str] = {}
+        for c in candidates:
+            if c.promote:
+                await sign_and_publish(
+                    self._producer, self.settings, self.signer, task=c.task, version=c.version,
+                    blob=c.blob, base_model_id=self.base.model_id, num_labels=c.num_labels,
+                    parent_version=live[c.task].version, metrics=c.metrics, job_id=job.job_id,
+                )  # fmt: skip
+                promoted[c.task] = c.version
+        reasons = "; ".join(
+            f"{c.task}: {'promoted ' + c.version + ' (' if c.promote else ''}{c.reason}{')' if c.promote else ''}"
+            for c in candidates
+        )
+        return Outcome("finished" if promoted else "rejected", metrics, promoted, reasons[:2048])
 
     def _spec(self) -> LoraSpec:
         s = self.settings
@@ -294,8 +283,8 @@ class Trainer:
     def _train_and_gate(
         self, job: TrainJob, attempt: int, datasets: list[TaskData], holdouts: dict[str, tuple[list[str], list[int]]],
         live: dict[str, _Live], loop: asyncio.AbstractEventLoop,
-    ) -> Outcome:  # fmt: skip
-        """Runs in the training thread."""
+    ) -> tuple[dict[str, float], list[Candidate]]:  # fmt: skip
+        """Runs in the training thread: train, evaluate and gate; publishes nothing."""
         spec = self._spec()
         lora_init = None
         primary = live[job.tasks[0]]
@@ -321,6 +310,7 @@ class Trainer:
             if now - last_report[0] >= 5.0 or p.step == p.steps:
                 last_report[0] = now
                 message = f"epoch {p.epoch + 1}/{p.epochs} step {p.step}/{p.steps} loss {p.loss:.4f} ({p.examples_per_s:.0f} examples/s)"
+                # Fire and forget: progress is information, the thread never waits on it.
                 asyncio.run_coroutine_threadsafe(
                     self._status(
                         job, "progress", attempt, progress=p.step / p.steps, message=message
@@ -340,8 +330,8 @@ class Trainer:
             "train_examples_per_s": round(result.examples_per_s, 1),
             "epochs": result.epochs_run,
         }
-        promoted: dict[str, str] = {}
-        reasons = []
+        rule = GateRule(self.settings.gate_min_improvement, self.settings.gate_anchor_tolerance)
+        candidates = []
         for data in datasets:
             task = data.task
             blob = export_task_adapter(
@@ -351,57 +341,25 @@ class Trainer:
                 base_model_id=self.base.model_id,
                 spec=spec,
             )
-            new = self._evaluate(blob, task, holdouts[task])
-            old = self._evaluate(live[task].blob, task, holdouts[task])
-            for name, value in {
-                **{f"new_{k}": v for k, v in new.items()},
-                **{f"live_{k}": v for k, v in old.items()},
-            }.items():
-                metrics[f"{task}/{name}"] = round(value, 4)
-            gain = new["holdout_macro_f1"] - old["holdout_macro_f1"]
-            anchor_drop = old["anchor_macro_f1"] - new["anchor_macro_f1"]
-            if gain < self.settings.gate_min_improvement:
-                reasons.append(
-                    f"{task}: holdout macro-F1 {new['holdout_macro_f1']:.4f} vs live {old['holdout_macro_f1']:.4f} (gain {gain:+.4f} < {self.settings.gate_min_improvement})"
-                )
-                continue
-            if anchor_drop > self.settings.gate_anchor_tolerance:
-                reasons.append(
-                    f"{task}: anchor macro-F1 fell {anchor_drop:.4f} > tolerance {self.settings.gate_anchor_tolerance}"
-                )
-                continue
-            version = job.job_id if len(datasets) == 1 else f"{job.job_id}.{task}"
-            manifest_metrics = {
-                k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{task}/")
-            }
-            future = asyncio.run_coroutine_threadsafe(
-                sign_and_publish(
-                    self._producer, self.settings, self.signer, task=task, version=version, blob=blob,
-                    base_model_id=self.base.model_id, num_labels=data.num_labels,
-                    parent_version=live[task].version, metrics=manifest_metrics, job_id=job.job_id,
+            sets = {
+                "holdout": holdouts[task],
+                "anchor": anchor_examples(
+                    task, self.settings.data_dir, self.settings.gate_anchor_size
                 ),
-                loop,
+            }
+            new = evaluate(self.base, blob, task, data.num_labels, sets)
+            old = evaluate(self.base, live[task].blob, task, data.num_labels, sets)
+            task_metrics = {
+                **{f"new_{k}": round(v, 4) for k, v in new.items()},
+                **{f"live_{k}": round(v, 4) for k, v in old.items()},
+            }
+            metrics.update({f"{task}/{k}": v for k, v in task_metrics.items()})
+            decision = rule.decide(new, old)
+            version = job.job_id if len(datasets) == 1 else f"{job.job_id}.{task}"
+            candidates.append(
+                Candidate(task, version, blob, data.num_labels, task_metrics, decision.promote, decision.reason)
             )  # fmt: skip
-            future.result(timeout=120)
-            promoted[task] = version
-            reasons.append(
-                f"{task}: promoted {version} (holdout macro-F1 {gain:+.4f}, anchor {-anchor_drop:+.4f})"
-            )
-        state = "finished" if promoted else "rejected"
-        return Outcome(state, metrics, promoted, "; ".join(reasons)[:2048])
-
-    def _evaluate(
-        self, blob: bytes, task: str, holdout: tuple[list[str], list[int]]
-    ) -> dict[str, float]:
-        predictor = self.base.predictor(blob, task=task, version="eval")
-        num_labels = get_task(task).num_labels
-        out = {}
-        anchor = anchor_examples(task, self.settings.data_dir, self.settings.gate_anchor_size)
-        for name, (texts, labels) in (("holdout", holdout), ("anchor", anchor)):
-            predicted = [p.label for p in predictor.predict(texts)] if texts else []
-            out[f"{name}_accuracy"] = accuracy(labels, predicted)
-            out[f"{name}_macro_f1"] = macro_f1(labels, predicted, num_labels)
-        return out
+        return metrics, candidates
 
     async def _live_adapters(self, tasks: list[str]) -> dict[str, _Live]:
         """The verified live adapter of each task, or its seed model."""

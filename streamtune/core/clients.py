@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamtune.settings import Settings
+from streamtune.core.settings import Settings
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from streamtune.errors import ConfigError
+from streamtune.core.errors import ConfigError
 
 # Belt and braces: even a misconfigured path must never reach for the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

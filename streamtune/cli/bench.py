@@ -1,0 +1,54 @@
+"""``streamtune bench NAME``: run one benchmark; ``--json`` prints its figures as one line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from streamtune.cli.options import add_connection_options, settings_from_args
+from streamtune.core.settings import Settings
+
+#: Benchmark name -> "module:function"; each function takes (Settings, Namespace) and returns
+#: the figures as a flat dict, printed as one JSON line with --json.
+BENCHES: dict[str, str] = {
+    "replay": "streamtune.bench.replay_bench:run",
+    "inference": "streamtune.bench.inference_bench:run",
+    "swap": "streamtune.bench.swap_bench:run",
+    "train": "streamtune.bench.train_bench:run",
+    "adapt": "streamtune.bench.adapt_bench:run",
+    "stream": "streamtune.bench.stream_bench:run",
+    "drift": "streamtune.bench.drift_bench:run",
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    import orjson
+
+    module, _, function = BENCHES[args.name].partition(":")
+    run: Callable[[Settings, argparse.Namespace], dict[str, object]] = getattr(
+        importlib.import_module(module), function
+    )
+    figures = run(settings_from_args(args), args)
+    if args.json:
+        print(orjson.dumps(figures).decode())
+    else:
+        for key, value in figures.items():
+            print(f"{key:>28}: {value}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="run a benchmark; --json prints one JSON line")
+    bench.add_argument("name", choices=sorted(BENCHES))
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument(
+        "--rows", type=int, help="rows to use (replay: 10000; inference: all 2388; train: all)"
+    )
+    bench.add_argument(
+        "--epochs", type=int, help="train: epochs (default $STREAMTUNE_TRAIN_EPOCHS)"
+    )
+    add_connection_options(bench)
+    bench.set_defaults(func=cmd_bench)

@@ -1,0 +1,31 @@
+"""``streamtune train``: run a trainer worker (train jobs -> gated, signed adapters)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from streamtune.cli.options import add_connection_options, run_service, settings_from_args
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamtune.train.worker import Trainer
+
+    return run_service(
+        Trainer(settings_from_args(args)),
+        lambda: (
+            "training: waiting for train jobs (Ctrl-C or SIGTERM stops; a job in progress reruns later)"
+        ),
+        lambda st: (
+            f"trainer stopped: {st.jobs} jobs, {st.promoted} adapters promoted, "
+            f"{st.rejected} rejected by the gate, {st.failed} jobs failed"
+        ),
+    )
+
+
+def register(sub: Any) -> None:
+    train = sub.add_parser(
+        "train", help="run a trainer worker: train jobs -> gated, signed adapters"
+    )
+    add_connection_options(train)
+    train.set_defaults(func=cmd_train)

@@ -1,0 +1,116 @@
+"""The one way streamtune reads a topic back outside a consumer group.
+
+- :func:`read_topic`: every record now in a topic (status commands, history, benchmarks, tests);
+- :func:`read_partition`: a stretch of one partition (the worker's recovery after a handover);
+- :func:`read_ranges`: given offset ranges of several partitions (the trainer's examples).
+
+All three use a group-less consumer from :func:`streamtune.core.clients.make_consumer`, so
+they never disturb a consumer group's offsets, and none returns a partial read as whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from streamtune.core.clients import make_consumer
+from streamtune.core.settings import Settings
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, refreshing metadata once for a topic made just now."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        # aiokafka has no public refresh; this is the one place that reaches for it.
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout_s: float = 20.0,
+    **consumer_options: Any,
+) -> list[ConsumerRecord]:
+    """Every record now in ``topic`` (or, with ``expect``, wait until that many are there).
+
+    Raises ``TimeoutError`` if the end of the topic is not reached within ``timeout_s``:
+    a partial read must never pass for the whole topic.
+    """
+    consumer = make_consumer(settings, group_id=None, **consumer_options)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[ConsumerRecord] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            ends = await consumer.end_offsets(tps)
+            caught_up = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+            if caught_up and (expect is None or len(out) >= expect):
+                return out
+            if loop.time() >= deadline:
+                if caught_up:
+                    return out  # fewer than expected: the caller's assertion says so
+                raise TimeoutError(f"did not reach the end of {topic} within {timeout_s:.0f}s")
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+
+
+async def read_partition(
+    settings: Settings, topic: str, partition: int, start: int, end: int | None = None
+) -> list[ConsumerRecord]:
+    """Records of ``topic[partition]`` with ``start <= offset < end`` (``end``: the log end)."""
+    return (await read_ranges(settings, topic, [(partition, start, end)]))[partition]
+
+
+async def read_ranges(
+    settings: Settings,
+    topic: str,
+    ranges: Iterable[tuple[int, int, int | None]],
+    **consumer_options: Any,
+) -> dict[int, list[ConsumerRecord]]:
+    """Records of each ``(partition, start, end)`` range, by partition, in offset order.
+
+    ``end`` None means the log end as of now. Offsets that no longer exist (retention,
+    compaction) are skipped; the caller counts them from what came back.
+    """
+    wanted = sorted(ranges, key=lambda r: (r[0], r[1]))
+    out: dict[int, list[ConsumerRecord]] = {p: [] for p, _, _ in wanted}
+    if not wanted:
+        return out
+    consumer = make_consumer(settings, group_id=None, **consumer_options)
+    await consumer.start()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in out}
+        consumer.assign(list(tps.values()))
+        ends = await consumer.end_offsets(list(tps.values()))
+        firsts = await consumer.beginning_offsets(list(tps.values()))
+        for partition, start, end in wanted:
+            tp = tps[partition]
+            stop = ends[tp] if end is None else min(end, ends[tp])
+            start = max(start, firsts[tp])
+            if start >= stop:
+                continue
+            consumer.seek(tp, start)
+            while await consumer.position(tp) < stop:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                for record in batch.get(tp, []):
+                    if record.offset >= stop:
+                        break
+                    out[partition].append(record)
+        return out
+    finally:
+        await consumer.stop()

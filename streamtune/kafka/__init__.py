@@ -1,1 +1,0 @@
-"""Kafka plumbing shared by every streamtune process: clients, topics, the local broker."""

@@ -1,0 +1,114 @@
+"""The history of a task's adapters on ``model-updates``, and rollback to one of them."""
+
+from __future__ import annotations
+
+import base64
+
+from aiokafka import AIOKafkaProducer
+
+from schemas import limits
+from schemas.base import DecodeError
+from schemas.messages import SEED_VERSION, AdapterChunk, AdapterManifest
+from schemas.topics import MODEL_UPDATES
+from streamtune.core.clients import make_admin
+from streamtune.core.settings import Settings
+from streamtune.core.topic_reader import read_topic
+from streamtune.model_updates.records import (
+    AdapterNotFound,
+    chunk_key,
+    decode_manifest,
+    history_key,
+)
+
+
+async def _scan(settings: Settings) -> list[tuple[str, bytes | None]]:
+    """Every (key, value) currently on model-updates, oldest first."""
+    topic = settings.topic(MODEL_UPDATES)
+    records = await read_topic(
+        settings, topic, timeout_s=300, max_partition_fetch_bytes=8 * 1024 * 1024
+    )
+    if not records and topic not in await _topics(settings):
+        raise AdapterNotFound(f"topic {topic} does not exist")
+    return [((r.key or b"").decode("utf-8", "replace"), r.value) for r in records]
+
+
+async def _topics(settings: Settings) -> list[str]:
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def fetch_chunks(settings: Settings, manifest: AdapterManifest) -> bytes:
+    """Reassemble a chunked adapter by scanning model-updates for its chunk keys."""
+    wanted = {chunk_key(manifest.task, manifest.version, i): i for i in range(manifest.chunks)}
+    parts: dict[int, bytes] = {}
+    for key, value in await _scan(settings):
+        if key in wanted and value is not None:
+            try:
+                chunk = AdapterChunk.from_bytes(value, max_bytes=limits.MAX_MODEL_UPDATE_BYTES)
+            except DecodeError:
+                continue
+            parts[wanted[key]] = base64.b64decode(chunk.data_b64)
+    if len(parts) != manifest.chunks:
+        raise AdapterNotFound(
+            f"only {len(parts)} of {manifest.chunks} chunks of {manifest.task}/{manifest.version} are on the topic"
+        )
+    return b"".join(parts[i] for i in range(manifest.chunks))
+
+
+async def history(
+    settings: Settings, task: str
+) -> tuple[list[AdapterManifest], AdapterManifest | None]:
+    """(every published manifest of ``task`` oldest first, the live one)."""
+    versions: dict[str, AdapterManifest] = {}
+    live = None
+    for key, value in await _scan(settings):
+        if key == task and value is None:
+            live = None  # rolled back to base
+            continue
+        if "#" in key or value is None:
+            continue
+        manifest = decode_manifest(value)
+        if isinstance(manifest, str) or manifest.task != task:
+            continue
+        if key == task:
+            live = manifest
+        elif key == history_key(task, manifest.version):
+            versions.pop(manifest.version, None)  # re-insert: keep publication order
+            versions[manifest.version] = manifest
+    return list(versions.values()), live
+
+
+async def rollback(
+    producer: AIOKafkaProducer, settings: Settings, task: str, to_version: str | None
+) -> AdapterManifest | None:
+    """Republish an earlier signed manifest as the live one (default: the live one's parent).
+
+    Rolling back to ``base`` writes a tombstone on the task's key: consumers return to the
+    seed model, and compaction eventually forgets the key. Returns the manifest made live
+    (None for base).
+    """
+    published, live = await history(settings, task)
+    if live is None:
+        raise AdapterNotFound(
+            f"task {task!r} has no live adapter on {settings.topic(MODEL_UPDATES)}"
+        )
+    target_version = to_version or live.parent_version or SEED_VERSION
+    if target_version == SEED_VERSION:
+        await producer.send_and_wait(settings.topic(MODEL_UPDATES), None, key=task.encode())
+        return None
+    by_version = {m.version: m for m in published}
+    if target_version not in by_version:
+        known = ", ".join(by_version) or "none"
+        raise AdapterNotFound(
+            f"no published version {target_version!r} of {task!r} (published: {known})"
+        )
+    target = by_version[target_version]
+    # The same signed bytes: consumers verify it exactly as when it was first published.
+    await producer.send_and_wait(
+        settings.topic(MODEL_UPDATES), target.to_bytes(), key=task.encode()
+    )
+    return target

@@ -1,0 +1,127 @@
+"""A job's data: its examples read back from ``labelled`` by offset ranges (the durable
+training store), validated, deduplicated, and assembled into training and holdout sets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from models.training import TaskData
+from schemas.base import DecodeError
+from schemas.messages import LabelledExample, OffsetRange, TrainJob
+from schemas.tasks import get_task
+from streamtune.core.errors import StreamtuneError
+from streamtune.core.settings import Settings
+from streamtune.core.topic_reader import read_ranges as read_offset_ranges
+
+
+class JobError(StreamtuneError, RuntimeError):
+    """A job cannot be trained as it stands (too few valid examples, no holdout, ...)."""
+
+
+@dataclass
+class ReadResult:
+    """Valid examples of the wanted tasks, deduplicated by interaction_id (the last label wins)."""
+
+    examples: dict[str, LabelledExample] = field(default_factory=dict)
+    corrupt: int = 0
+    other_tasks: int = 0
+    duplicates: int = 0
+    missing: int = 0  # offsets in a range that no longer exist (retention, compaction)
+    first_error: str | None = None
+
+    def by_task(self, task: str) -> list[LabelledExample]:
+        return [e for e in self.examples.values() if e.task == task]
+
+
+async def read_ranges(
+    settings: Settings, topic: str, ranges: list[OffsetRange], tasks: set[str]
+) -> ReadResult:
+    """Every record in ``ranges`` of ``topic``, validated; bad ones are counted and skipped."""
+    result = ReadResult()
+    spans = [(r.partition, r.start, r.end) for r in ranges]
+    by_partition = await read_offset_ranges(settings, topic, spans)
+    for records in by_partition.values():
+        for record in records:
+            _take(result, record.value, tasks)
+    result.missing = sum(r.end - r.start for r in ranges) - sum(
+        len(v) for v in by_partition.values()
+    )
+    return result
+
+
+def _take(result: ReadResult, raw: bytes | None, tasks: set[str]) -> None:
+    try:
+        example = LabelledExample.from_bytes(raw)
+    except DecodeError as exc:
+        result.corrupt += 1
+        result.first_error = result.first_error or exc.reason
+        return
+    if example.task not in tasks:
+        result.other_tasks += 1
+        return
+    if example.interaction_id in result.examples:
+        result.duplicates += 1
+    result.examples[example.interaction_id] = example
+
+
+@dataclass
+class JobData:
+    """What one job trains on and is gated on."""
+
+    datasets: list[TaskData]
+    holdouts: dict[str, tuple[list[str], list[int]]]
+    summary: str
+
+
+def labelled_topic(settings: Settings, job: TrainJob) -> str:
+    """The job's ``labelled`` topic under this process's prefix."""
+    topic = job.labelled_topic
+    return topic if topic.startswith(settings.topic_prefix) else settings.topic_prefix + topic
+
+
+async def job_data(
+    settings: Settings,
+    job: TrainJob,
+    warm_head: Callable[[str], dict[str, torch.Tensor] | None],
+) -> JobData:
+    """Read and assemble a job's training and holdout sets; ``warm_head(task)`` gives the head
+    to start from (or None). Raises :class:`JobError` when a task has too little data."""
+    tasks = set(job.tasks)
+    topic = labelled_topic(settings, job)
+    train_read = await read_ranges(
+        settings, topic, [*job.train_ranges, *job.rehearsal_ranges], tasks
+    )
+    holdout_read = await read_ranges(settings, topic, job.holdout_ranges, tasks)
+    datasets, holdouts = [], {}
+    for task in job.tasks:
+        examples = [
+            e for e in train_read.by_task(task) if e.interaction_id not in holdout_read.examples
+        ]
+        held = holdout_read.by_task(task)
+        if len(examples) < settings.train_min_valid_examples:
+            first = f"; first: {train_read.first_error}" if train_read.first_error else ""
+            raise JobError(
+                f"task {task}: {len(examples)} valid training examples, fewer than "
+                f"{settings.train_min_valid_examples} ({train_read.corrupt} corrupt records skipped{first})"
+            )
+        if not held:
+            raise JobError(f"task {task}: the holdout ranges hold no valid example")
+        datasets.append(
+            TaskData(
+                task,
+                get_task(task).num_labels,
+                [e.text for e in examples],
+                [e.label for e in examples],
+                warm_head(task),
+            )
+        )
+        holdouts[task] = ([e.text for e in held], [e.label for e in held])
+    summary = (
+        f"read {sum(len(d.texts) for d in datasets)} training and "
+        f"{sum(len(h[0]) for h in holdouts.values())} holdout examples; skipped "
+        f"{train_read.corrupt + holdout_read.corrupt} corrupt, {train_read.duplicates} duplicates"
+    )
+    return JobData(datasets, holdouts, summary)
