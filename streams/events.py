@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import orjson
 
@@ -80,6 +80,21 @@ class LabelledSeen:
 
 
 # --- the events -------------------------------------------------------------------------
+class _TaskEvent:
+    """What every ``task-events`` event does: write itself, and read one of its kind."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+    def to_bytes(self) -> bytes:
+        return _dump(self)
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> Self:
+        """Read a record that must hold this kind of event."""
+        return _expect(parse_task_event(raw), cls)
+
+
 @dataclass(frozen=True, slots=True)
 class JoinTick:
     """The clock of the join: stream time may move to ``ts_ms`` on an idle partition.
@@ -94,7 +109,7 @@ class JoinTick:
     ts_ms: int
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"kind": self.kind, "ts_ms": self.ts_ms})
+        return _dump(self)
 
     @classmethod
     def parse(cls, raw: bytes | None) -> JoinTick:
@@ -105,7 +120,7 @@ class JoinTick:
 
 
 @dataclass(frozen=True, slots=True)
-class Observations:
+class Observations(_TaskEvent):
     """What one batch of the join saw of one task: for drift statistics and the windows.
 
     ``inputs`` holds one token count per interaction (see :mod:`streams.join`),
@@ -118,16 +133,9 @@ class Observations:
     predictions: tuple[PredictionSeen, ...] = ()
     labelled: tuple[LabelledSeen, ...] = ()
 
-    def to_bytes(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> Observations:
-        return _expect(parse_task_event(raw), cls)
-
 
 @dataclass(frozen=True, slots=True)
-class AdapterPublished:
+class AdapterPublished(_TaskEvent):
     """A verified adapter for ``task`` appeared on ``model-updates``."""
 
     kind: ClassVar[str] = "adapter"
@@ -136,16 +144,9 @@ class AdapterPublished:
     job_id: str | None
     created_ms: int
 
-    def to_bytes(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> AdapterPublished:
-        return _expect(parse_task_event(raw), cls)
-
 
 @dataclass(frozen=True, slots=True)
-class JobEnded:
+class JobEnded(_TaskEvent):
     """A train job for ``task`` ended (``finished``, ``rejected`` or ``failed``)."""
 
     kind: ClassVar[str] = "job_end"
@@ -153,27 +154,13 @@ class JobEnded:
     job_id: str
     state: str
 
-    def to_bytes(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> JobEnded:
-        return _expect(parse_task_event(raw), cls)
-
 
 @dataclass(frozen=True, slots=True)
-class TaskTick:
+class TaskTick(_TaskEvent):
     """The task agent's clock: windows may age out and schedules fire for ``task``."""
 
     kind: ClassVar[str] = "tick"
     task: str
-
-    def to_bytes(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> TaskTick:
-        return _expect(parse_task_event(raw), cls)
 
 
 TaskEvent = Observations | AdapterPublished | JobEnded | TaskTick
