@@ -63,4 +63,8 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
 
 def load_encoder(path: Path) -> PreTrainedModel:
     """A fresh copy of the encoder weights (callers may modify it)."""
+    from transformers.utils import logging as hf_logging
+
+    # A local folder loads in a blink; its progress bar would only clutter every process's log.
+    hf_logging.disable_progress_bar()
     return AutoModel.from_pretrained(path, local_files_only=True)

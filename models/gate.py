@@ -11,6 +11,7 @@ is promoted only if
    ``anchor_tolerance``: a guard against forgetting the task.
 
 A small holdout can only promote a large gain; as labels accumulate, smaller gains pass.
+``alpha=1`` turns the test off (then only the two thresholds decide).
 
 >>> rule = GateRule(alpha=0.05, min_improvement=0.0, anchor_tolerance=0.05)
 >>> live = [True] * 10 + [False] * 20
@@ -74,7 +75,7 @@ class GateDecision:
 class GateRule:
     alpha: float = 0.05
     min_improvement: float = 0.0
-    anchor_tolerance: float = 0.05
+    anchor_tolerance: float = 0.1
 
     def decide(
         self, new: list[bool], live: list[bool], *, anchor_new: float, anchor_live: float
@@ -87,7 +88,7 @@ class GateRule:
         new_acc, live_acc = sum(new) / len(new), sum(live) / len(live)
         p = mcnemar_p(wins, losses)
         stats = f"({wins} wins, {losses} losses, p={p:.4g}"
-        if p > self.alpha or wins <= losses:
+        if self.alpha < 1.0 and (p > self.alpha or wins <= losses):
             why = f"holdout accuracy {new_acc:.4f} vs live {live_acc:.4f} {stats} > {self.alpha})"
             ok = False
         elif new_acc - live_acc < self.min_improvement:

@@ -85,7 +85,10 @@ def fit_head(
     seed: int = 0,
 ) -> Head:
     """Fit a head on ``features`` (n, hidden); the penalty is chosen by ``folds``-fold CV."""
-    features = features.float()
+    # A copy made outside inference mode: features from a Predictor may be inference tensors,
+    # which autograd refuses to save.
+    with torch.inference_mode(False):
+        features = features.float().clone()
     target = torch.tensor(labels, dtype=torch.long)
     weights = torch.tensor(sample_weights or [1.0] * len(labels), dtype=torch.float32)
     with torch.enable_grad():

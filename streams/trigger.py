@@ -10,7 +10,7 @@ strongest wins: drift, then window, then schedule), and fires once the policy al
   ``superseded`` as soon as it sees the drift job);
 - a cooldown between two jobs of a task (drift jobs ignore it);
 - a minimum number of new examples since the last job (``min_examples``), or, for the first
-  job after a drift, in the new regime (``drift_min_examples``).
+  job after a drift, since the drift was detected (``drift_min_examples``).
 
 **Regimes.** A drift starts a new regime at the window that was open when it fired (closed
 at once, so the newest examples are trained on). Every job trains on the task's examples
@@ -84,6 +84,7 @@ def trigger(state: TaskState, reason: str, drift_event_id: str | None = None) ->
         close_open(state)
         newest = state.closed[-1] if state.closed else None
         state.regime_start = newest.id if newest is not None else state.next_window_id
+        state.drift_mark = state.examples
 
 
 def adapter_published(state: TaskState, version: str, job_id: str | None, created_ms: int) -> None:
@@ -124,7 +125,9 @@ def evaluate(
     pool = _regime_pool(state, cfg)
     regime = sum(w.count for w in pool)
     if drift:
-        if regime < cfg.drift_min_examples:
+        # The regime's first window was mostly written before the drift was detected: wait
+        # for examples that arrived after it, so the holdout is of the new regime.
+        if state.examples - state.drift_mark < cfg.drift_min_examples or regime < 2:
             return None
     elif new_examples < cfg.min_examples:
         return None

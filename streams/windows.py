@@ -131,6 +131,7 @@ class TaskState:
     drift_events: int = 0
     last_drift: dict[str, Any] | None = None
     regime_start: int = 0  # id of the first window of the current regime (see streams.trigger)
+    drift_mark: int = 0  # ``examples`` when the last drift fired
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -153,6 +154,7 @@ class TaskState:
             "drift_events": self.drift_events,
             "last_drift": self.last_drift,
             "regime_start": self.regime_start,
+            "drift_mark": self.drift_mark,
         }
 
     @classmethod
@@ -173,6 +175,7 @@ class TaskState:
             "drift_events",
             "last_drift",
             "regime_start",
+            "drift_mark",
         ):
             if name in data:
                 setattr(state, name, data[name])

@@ -95,7 +95,7 @@ async def statuses(settings: Settings) -> list[JobStatus]:
     ]
 
 
-async def wait_for_outcome(settings: Settings, job_id: str, timeout_s: float = 240) -> JobStatus:
+async def wait_for_outcome(settings: Settings, job_id: str, timeout_s: float = 900) -> JobStatus:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:

@@ -146,7 +146,8 @@ class Settings(BaseSettings):
         0.05,
         gt=0.0,
         le=1.0,
-        description="significance the paired test (exact McNemar) on the holdout must reach",
+        description="significance the paired test (exact McNemar) on the holdout must reach "
+        "(1: no test)",
     )
     gate_min_improvement: float = Field(
         0.0,
@@ -155,7 +156,10 @@ class Settings(BaseSettings):
         description="holdout accuracy the new adapter must gain over the live one",
     )
     gate_anchor_tolerance: float = Field(
-        0.05, ge=0.0, le=1.0, description="anchor-set accuracy the new adapter may lose"
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="anchor-set accuracy the new adapter may lose (a real shift is a trade)",
     )
     gate_anchor_size: int = Field(
         600, ge=10, le=100_000, description="examples in each task's anchor set (at most 600)"

@@ -73,17 +73,24 @@ class JobWatch:
         partitions = await topic_partitions(self.consumer, self.settings.topic(TRAIN_JOBS))
         self.consumer.assign(partitions)
         await self.consumer.seek_to_beginning(*partitions)
+        # Every job already on the topic is known before the trainer takes its first one.
+        ends = await self.consumer.end_offsets(partitions)
+        while any([await self.consumer.position(tp) < ends[tp] for tp in partitions]):
+            await self._poll()
         self._task = asyncio.create_task(self._run())
+
+    async def _poll(self) -> None:
+        batch = await self.consumer.getmany(timeout_ms=200)
+        for records in batch.values():
+            for record in records:
+                try:
+                    self.drifts.note(TrainJob.from_bytes(record.value))
+                except DecodeError:
+                    continue  # the trainer's own consumer dead-letters it
 
     async def _run(self) -> None:
         while True:
-            batch = await self.consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        self.drifts.note(TrainJob.from_bytes(record.value))
-                    except DecodeError:
-                        continue  # the trainer's own consumer dead-letters it
+            await self._poll()
 
     def superseding(self, job: TrainJob) -> str | None:
         return self.drifts.superseding(job)

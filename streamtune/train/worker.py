@@ -145,6 +145,7 @@ class Trainer:
         watcher = asyncio.create_task(self._watch(stop))
         try:
             await consumer.start()
+            await self._warm()
             self.ready.set()
             while not stop.is_set():
                 batch = await consumer.poll(max_records=1, timeout_ms=500)
@@ -165,6 +166,18 @@ class Trainer:
             await producer.stop()
             self._pool.shutdown(wait=True)
         return self.stats
+
+    async def _warm(self) -> None:
+        """Build the live adapters' predictors and anchor features now, so that the first
+        job after a drift spends its seconds on the new data, not on start-up work."""
+        self._live_updates.update(await self.follower.catch_up())
+        tasks = [t for t, u in self._live_updates.items() if u.manifest is not None]
+        if not tasks:
+            return
+        live = await self._live_adapters(tasks)
+        loop = asyncio.get_running_loop()
+        for task in tasks:
+            await loop.run_in_executor(self._pool, self.evaluator.anchor_features, task, live[task])
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()

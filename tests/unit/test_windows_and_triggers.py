@@ -87,12 +87,15 @@ def test_one_job_in_flight_and_a_drift_replaces_it():
     assert job_at(state, tcfg, NOW + 2) is None
     fill(state, wcfg, 5, start=20)
     trigger(state, "drift", "tfns-sentiment:error_rate:25")
-    # The regime starts at the window open when the drift fired (5 examples): too few yet.
+    # The regime starts at the window open when the drift fired (5 examples); the job waits
+    # for 15 examples that arrived after the drift.
     assert job_at(state, tcfg, NOW + 3) is None and state.pending == "drift"
     fill(state, wcfg, 10, start=25)
+    assert job_at(state, tcfg, NOW + 3) is None
+    fill(state, wcfg, 5, start=35)
     second = job_at(state, tcfg, NOW + 4)  # the first job is still in flight: replaced
     assert second.reason == "drift" and second.drift_event_id == "tfns-sentiment:error_rate:25"
-    assert second.train_examples + second.holdout_examples == 15  # the regime only
+    assert second.train_examples + second.holdout_examples == 20  # the regime only
     assert second.parent_version == "v2"
     assert state.in_flight["job_id"] == second.job_id
     assert job_at(state, tcfg, NOW + 5) is None
@@ -142,10 +145,12 @@ def test_drift_closes_the_open_window_and_waits_for_enough_examples_of_the_new_r
     fill(state, wcfg, 30)
     trigger(state, "drift", "tfns-sentiment:input_tokens:30")
     assert state.open is None and [w.count for w in state.closed] == [30]
-    assert job_at(state, tcfg) is None  # too few examples yet: the trigger waits
     fill(state, wcfg, 20, start=30)
+    assert job_at(state, tcfg) is None  # too few examples since the drift: the trigger waits
+    fill(state, wcfg, 30, start=50)
     job = job_at(state, tcfg)
-    assert job.reason == "drift" and job.train_examples + job.holdout_examples == 50
+    # The window open at the drift (30) and the 50 after it; the holdout is of the latter.
+    assert job.reason == "drift" and job.train_examples + job.holdout_examples == 80
     assert state.open is None and state.closed == []
 
 
@@ -190,6 +195,7 @@ def test_rehearsal_ranges_come_from_windows_before_the_regime_only():
     fill(state, wcfg, 10, start=90)
     trigger(state, "drift", "tfns-sentiment:error_rate:100")
     fill(state, wcfg, 20, start=100)
+    assert state.closed[-1].count == 10  # the regime's first window: the one open at the drift
     before = TaskState.from_dict(state.to_dict())
     drift_job = job_at(state, tcfg, NOW + 10)
     assert drift_job.reason == "drift" and drift_job.rehearsal_ranges
