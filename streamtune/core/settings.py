@@ -242,6 +242,15 @@ class Settings(BaseSettings):
         gt=0,
         description="/healthz fails after this long with input lag and no record processed",
     )
+    monitor_window: int = Field(
+        200, ge=10, le=100_000, description="labelled examples in the rolling accuracy and F1"
+    )
+    monitor_cbpe_block: int = Field(
+        100, ge=10, le=100_000, description="predictions per block of the accuracy estimate"
+    )
+    monitor_bucket_s: float = Field(
+        1.0, gt=0, le=3600, description="time bucket of the monitor's charts and report"
+    )
     health_interval_s: float = Field(
         2.0, gt=0, le=300, description="how often a process samples its group's lag"
     )
