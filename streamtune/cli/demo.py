@@ -78,7 +78,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         "      `streamtune bench adapt --json` runs the same scenario beside a static model and an online River model."
     )
+    _write_report(settings)
     return 0
+
+
+def _write_report(settings: Any) -> None:
+    """The run's report (``streamtune report PREFIX``), from what it left on its topics."""
+    from streamtune.cli.monitor import write_run_report
+
+    print(f"      report of this run: {write_run_report(settings) / 'summary.md'}")
 
 
 def register(sub: Any) -> None:

@@ -17,9 +17,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     logging.getLogger("streamtune").setLevel(logging.INFO)
-    monitor = Monitor(settings, port=args.port)
 
     async def main() -> None:
+        monitor = Monitor(settings, port=args.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -248,6 +248,12 @@ class Settings(BaseSettings):
     monitor_cbpe_block: int = Field(
         100, ge=10, le=100_000, description="predictions per block of the accuracy estimate"
     )
+    monitor_calibration_window: int = Field(
+        200,
+        ge=10,
+        le=100_000,
+        description="newest judged answers per adapter that calibrate the accuracy estimate",
+    )
     monitor_bucket_s: float = Field(
         1.0, gt=0, le=3600, description="time bucket of the monitor's charts and report"
     )

@@ -26,6 +26,7 @@ def new_state(settings: Settings) -> MonitorState:
         window=settings.monitor_window,
         cbpe_block=settings.monitor_cbpe_block,
         bucket_s=settings.monitor_bucket_s,
+        calibration_window=settings.monitor_calibration_window,
     )
 
 
@@ -36,14 +37,15 @@ class Feed:
         self.settings = settings
         self.state = state
         self._base = {settings.topic(name): name for name in MONITORED}
-        self._consumer = make_consumer(
-            settings,
-            group_id=None,
-            max_partition_fetch_bytes=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
-        )
         self._tps: list[TopicPartition] = []
 
     async def start(self) -> None:
+        # Clients belong to the running event loop: made here, not in __init__.
+        self._consumer = make_consumer(
+            self.settings,
+            group_id=None,
+            max_partition_fetch_bytes=limits.MAX_MODEL_UPDATE_BYTES + 128 * 1024,
+        )
         await self._consumer.start()
         await self._assign()
 

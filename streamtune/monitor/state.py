@@ -4,14 +4,18 @@ Feed records in time order with :meth:`MonitorState.add` (base topic name, key, 
 record timestamp); read a JSON-ready picture with :meth:`MonitorState.snapshot`. The live
 dashboard, ``streamtune status`` and ``streamtune report`` all read the same picture.
 
+Prequential accuracy and macro-F1 come from feedback joined here to the first answer to
+each interaction (the worker's ``labelled`` topic holds the same join, but leaves out the
+prediction when it came too late for its wait).
+
 Accuracy while feedback is delayed is estimated the way NannyML's CBPE does: the expected
 accuracy of a batch of predictions is the mean of their calibrated confidence. Calibration
-is per task and adapter version, from the labelled examples seen so far (confidence bins,
+is per task and adapter version, from the answers whose feedback has arrived so far (confidence bins,
 shrunk towards the raw confidence while a bin holds few examples). Each block of
 predictions keeps the estimate made when it was answered; once its feedback arrives the
 realised accuracy sits beside it, and their mean absolute difference is reported.
 
->>> from schemas.messages import LabelledExample, Prediction
+>>> from schemas.messages import Feedback, Prediction
 >>> state = MonitorState(window=4, cbpe_block=4, bucket_s=1.0)
 >>> for i in range(8):
 ...     p = Prediction(interaction_id=f"i{i}", task="tfns-sentiment", label=1,
@@ -19,11 +23,9 @@ realised accuracy sits beside it, and their mean absolute difference is reported
 ...                    latency_ms=12.0, ts_ms=1_700_000_000_000 + i * 100)
 ...     state.add("predictions", p.interaction_id.encode(), p.to_bytes(), p.ts_ms)
 >>> for i in range(8):
-...     ex = LabelledExample(interaction_id=f"i{i}", task="tfns-sentiment", text="t",
-...                          label=1 if i % 4 else 0, ts_ms=1_700_000_001_000 + i,
-...                          source="feedback", predicted_label=1, adapter_version="base",
-...                          confidence=0.8)
-...     state.add("labelled", ex.interaction_id.encode(), ex.to_bytes(), ex.ts_ms)
+...     fb = Feedback(interaction_id=f"i{i}", task="tfns-sentiment", label=1 if i % 4 else 0,
+...                   ts_ms=1_700_000_001_000 + i)
+...     state.add("feedback", fb.interaction_id.encode(), fb.to_bytes(), fb.ts_ms)
 >>> snap = state.snapshot()
 >>> task = snap["tasks"]["tfns-sentiment"]
 >>> task["accuracy_now"], task["estimated_now"], task["cbpe"]["realised"]
@@ -114,25 +116,36 @@ def macro_f1(pairs: list[tuple[int, int]]) -> float:
 
 
 class Calibration:
-    """Confidence -> probability of being right, per adapter version, from labelled data.
+    """Confidence -> probability of being right, per adapter version, from judged answers.
 
-    >>> cal = Calibration()
+    Only the newest ``window`` judged answers of a version count, so that the calibration
+    follows the stream when its difficulty changes.
+
+    >>> cal = Calibration(window=50)
     >>> cal.calibrated("v1", 0.9)          # nothing seen: the raw confidence
     0.9
     >>> for _ in range(90):
     ...     cal.observe("v1", 0.95, correct=False)
     >>> round(cal.calibrated("v1", 0.92), 3)   # an over-confident adapter is corrected
-    0.092
+    0.153
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 500) -> None:
+        self.window = window
         self._bins: dict[str, list[list[int]]] = {}
+        self._recent: dict[str, deque[tuple[int, bool]]] = {}
 
     def observe(self, version: str, confidence: float, correct: bool) -> None:
         bins = self._bins.setdefault(version, [[0, 0] for _ in range(_BINS)])
-        cell = bins[min(_BINS - 1, int(confidence * _BINS))]
-        cell[0] += 1
-        cell[1] += int(correct)
+        recent = self._recent.setdefault(version, deque())
+        index = min(_BINS - 1, int(confidence * _BINS))
+        recent.append((index, correct))
+        bins[index][0] += 1
+        bins[index][1] += int(correct)
+        if len(recent) > self.window:
+            old, was_correct = recent.popleft()
+            bins[old][0] -= 1
+            bins[old][1] -= int(was_correct)
 
     def calibrated(self, version: str, confidence: float) -> float:
         bins = self._bins.get(version)
@@ -162,6 +175,22 @@ class _Block:
 
 
 @dataclass
+class _Answer:
+    """The first answer to an interaction, waiting for its feedback."""
+
+    block: _Block
+    label: int
+    confidence: float
+    version: str
+
+
+def _remember(memory: OrderedDict[str, Any], key: str, value: Any, limit: int = 100_000) -> None:
+    memory[key] = value
+    if len(memory) > limit:
+        memory.popitem(last=False)
+
+
+@dataclass
 class _TaskView:
     window: deque[tuple[int, int]]
     confidences: deque[float]
@@ -172,8 +201,9 @@ class _TaskView:
         default_factory=lambda: {"t": [], "estimated": []}
     )
     blocks: list[_Block] = field(default_factory=list)
-    pending: dict[str, _Block] = field(default_factory=dict)  # answered, awaiting feedback
-    early: OrderedDict[str, bool] = field(default_factory=OrderedDict)  # labels before answers
+    pending: OrderedDict[str, _Answer] = field(default_factory=OrderedDict)  # awaiting feedback
+    early: OrderedDict[str, int] = field(default_factory=OrderedDict)  # labels before answers
+    answered: OrderedDict[str, bool] = field(default_factory=OrderedDict)
     labelled: int = 0
     predictions: int = 0
     last_bucket: int = -1
@@ -183,10 +213,18 @@ class _TaskView:
 class MonitorState:
     """Running aggregates over the topics; ``add`` records, ``snapshot`` the picture."""
 
-    def __init__(self, *, window: int = 200, cbpe_block: int = 100, bucket_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        window: int = 200,
+        cbpe_block: int = 100,
+        bucket_s: float = 1.0,
+        calibration_window: int = 200,
+    ) -> None:
         self.window = window
         self.cbpe_block = cbpe_block
         self.bucket_ms = max(1, int(bucket_s * 1000))
+        self.calibration_window = calibration_window
         self.counts: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
@@ -281,8 +319,15 @@ class MonitorState:
             bucket["latencies"].append(msg.latency_ms)
         view = self._task(msg.task)
         view.predictions += 1
+        entity = self.entities_of.get(msg.interaction_id)
+        if entity is not None:
+            label = get_task(msg.task).labels[msg.label]
+            self.entity_labels.setdefault(entity, Counter())[label] += 1
+        if msg.interaction_id in view.answered:
+            return  # answered again after a rebalance: the first answer is the prequential one
+        _remember(view.answered, msg.interaction_id, True)
         raw = msg.confidence
-        cal = self.calibration.setdefault(msg.task, Calibration())
+        cal = self.calibration.setdefault(msg.task, Calibration(self.calibration_window))
         estimated = cal.calibrated(msg.adapter_version, raw)
         view.confidences.append(estimated)
         if not view.blocks or view.blocks[-1].n >= self.cbpe_block:
@@ -294,14 +339,12 @@ class MonitorState:
         block.end_ms = ts_ms
         block.estimated_sum += estimated
         block.raw_sum += raw
-        early = view.early.pop(msg.interaction_id, None)
-        if early is None:
-            view.pending[msg.interaction_id] = block
-            if len(view.pending) > 100_000:
-                view.pending.pop(next(iter(view.pending)))
+        answer = _Answer(block, msg.label, raw, msg.adapter_version)
+        truth = view.early.pop(msg.interaction_id, None)
+        if truth is None:
+            _remember(view.pending, msg.interaction_id, answer)
         else:
-            block.labelled += 1
-            block.correct += int(early)
+            self._judge(msg.task, view, answer, truth, ts_ms)
         b = ts_ms // self.bucket_ms
         if b != view.last_estimate_bucket:
             view.last_estimate_bucket = b
@@ -310,29 +353,26 @@ class MonitorState:
         view.estimate_points["estimated"][-1] = _round(
             sum(view.confidences) / len(view.confidences)
         )
-        entity = self.entities_of.get(msg.interaction_id)
-        if entity is not None:
-            label = get_task(msg.task).labels[msg.label]
-            self.entity_labels.setdefault(entity, Counter())[label] += 1
 
-    def _on_labelled(self, msg: LabelledExample, ts_ms: int) -> None:
-        if msg.predicted_label is None:
-            return  # seed or manual labels: nothing was predicted
+    def _on_feedback(self, msg: Feedback, ts_ms: int) -> None:
+        # The monitor joins feedback to the first answer itself, so that every label counts
+        # even when the worker's join gave up waiting for a slow prediction.
         view = self._task(msg.task)
-        correct = msg.predicted_label == msg.label
-        view.labelled += 1
-        view.window.append((msg.label, msg.predicted_label))
-        if msg.confidence is not None and msg.adapter_version is not None:
-            cal = self.calibration.setdefault(msg.task, Calibration())
-            cal.observe(msg.adapter_version, msg.confidence, correct)
-        pending = view.pending.pop(msg.interaction_id, None)
-        if pending is None:
-            view.early[msg.interaction_id] = correct
-            if len(view.early) > 100_000:
-                view.early.popitem(last=False)
+        answer = view.pending.pop(msg.interaction_id, None)
+        if answer is None:
+            _remember(view.early, msg.interaction_id, msg.label)
         else:
-            pending.labelled += 1
-            pending.correct += int(correct)
+            self._judge(msg.task, view, answer, msg.label, ts_ms)
+
+    def _judge(self, task: str, view: _TaskView, answer: _Answer, truth: int, ts_ms: int) -> None:
+        correct = answer.label == truth
+        view.labelled += 1
+        view.window.append((truth, answer.label))
+        self.calibration.setdefault(task, Calibration(self.calibration_window)).observe(
+            answer.version, answer.confidence, correct
+        )
+        answer.block.labelled += 1
+        answer.block.correct += int(correct)
         b = ts_ms // self.bucket_ms
         if b != view.last_bucket:
             view.last_bucket = b
@@ -343,8 +383,8 @@ class MonitorState:
         view.points["accuracy"][-1] = _round(sum(t == p for t, p in pairs) / len(pairs))
         view.points["macro_f1"][-1] = macro_f1(pairs)
 
-    def _on_feedback(self, msg: Feedback, ts_ms: int) -> None:
-        pass  # counted; the join's output (labelled) carries what the charts need
+    def _on_labelled(self, msg: LabelledExample, ts_ms: int) -> None:
+        pass  # counted; the training data's store, while accuracy comes from feedback
 
     def _on_drift(self, msg: DriftEvent, ts_ms: int) -> None:
         self.drift.append(
