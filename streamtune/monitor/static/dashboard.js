@@ -128,7 +128,7 @@ function entities(s) {
   const traces = [...labels].map((label, i) => ({
     name: label, type: "bar", orientation: "h", y: names,
     x: names.map((n) => (s.entities[n][label] || 0) / s.entities[n].n),
-    marker: { color: colors[label] || PALETTE[i % PALETTE.length] },
+    marker: { color: colors[label.toLowerCase()] || PALETTE[i % PALETTE.length] },
     hovertemplate: "%{y}: %{x:.0%} " + label + "<extra></extra>",
   }));
   Plotly.react("chart-entities", traces, Object.assign({}, LAYOUT, {
