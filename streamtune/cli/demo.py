@@ -84,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _write_report(settings: Any) -> None:
     """The run's report (``streamtune report PREFIX``), from what it left on its topics."""
-    from streamtune.cli.monitor import write_run_report
+    from streamtune.monitor.report import write_run_report
 
     print(f"      report of this run: {write_run_report(settings) / 'summary.md'}")
 

@@ -53,20 +53,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     settings = settings_from_args(argparse.Namespace(**{**vars(args), "topic_prefix": args.run}))
+    from streamtune.monitor.report import write_run_report
+
     out = write_run_report(settings, args.out)
     print(f"report: {out / 'summary.md'}")
     return 0
-
-
-def write_run_report(settings: Any, out: Path | None = None) -> Path:
-    """Read what the run under ``settings.topic_prefix`` left on its topics; write its report."""
-    from streamtune.monitor.feed import read_state
-    from streamtune.monitor.report import write_report
-
-    state = asyncio.run(read_state(settings))
-    name = settings.topic_prefix.rstrip("-") or "run"
-    out = out or settings.cache_dir / "reports" / name
-    return write_report(state.snapshot(), out, name)
 
 
 def register(sub: Any) -> None:

@@ -321,10 +321,13 @@ async def observed(
     watcher: asyncio.Task[None] | None = None
     async with serve_http(http_app(metrics, liveness), port):
         try:
-            await lag.start()
-            watcher = asyncio.create_task(
-                watch_lag(lag, liveness, metrics, stop, settings.health_interval_s)
-            )
+            try:
+                await lag.start()
+                watcher = asyncio.create_task(
+                    watch_lag(lag, liveness, metrics, stop, settings.health_interval_s)
+                )
+            except Exception as exc:  # no lag, no liveness verdict; the stream goes on
+                log.error("cannot watch the lag of group %s: %s", group_id, exc)
             yield
         finally:
             stop.set()

@@ -13,6 +13,7 @@ be read or redrawn. Time is in seconds since the run's first record.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a display
 
 import matplotlib.pyplot as plt
+
+from streamtune.core.settings import Settings
 
 _MARKERS = {
     "drift": ("#c0392b", ":"),
@@ -219,3 +222,13 @@ def write_report(snap: dict[str, Any], out: Path, title: str) -> Path:
     (out / "summary.md").write_text(summary(snap, title), "utf-8")
     (out / "snapshot.json").write_text(json.dumps(snap), "utf-8")
     return out
+
+
+def write_run_report(settings: Settings, out: Path | None = None) -> Path:
+    """Read what the run under ``settings.topic_prefix`` left on its topics; write its report
+    into ``out`` (default ``<cache_dir>/reports/<prefix>``)."""
+    from streamtune.monitor.feed import read_state
+
+    state = asyncio.run(read_state(settings))
+    name = settings.topic_prefix.rstrip("-") or "run"
+    return write_report(state.snapshot(), out or settings.cache_dir / "reports" / name, name)
