@@ -88,7 +88,7 @@ def figures(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ]
     tp, lat = snap["throughput"], snap["latency"]
     axis = {"xaxis": {"title": "seconds since the first record"}}
-    window = f"rolling, last {snap.get('window', 200)} labelled"
+    window = f"rolling, last {snap['window']} answers with feedback"
     return {
         "accuracy": {
             "data": accuracy,

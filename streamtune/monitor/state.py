@@ -99,6 +99,21 @@ def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None or math.isnan(x) else round(x, digits)
 
 
+def _smooth(values: list[float], width: int) -> list[float]:
+    """Trailing moving average.
+
+    >>> _smooth([0, 10, 0, 10], 2)
+    [0.0, 5.0, 5.0, 5.0]
+    """
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= width:
+            total -= values[i - width]
+        out.append(round(total / min(i + 1, width), 3))
+    return out
+
+
 def macro_f1(pairs: list[tuple[int, int]]) -> float:
     """Macro-F1 over the labels that occur as truth or prediction in ``(true, pred)`` pairs.
 
@@ -225,6 +240,8 @@ class MonitorState:
         self.cbpe_block = cbpe_block
         self.bucket_ms = max(1, int(bucket_s * 1000))
         self.calibration_window = calibration_window
+        #: Buckets in the throughput's moving average (about 5 s).
+        self.smooth_buckets = max(1, round(5.0 / bucket_s))
         self.counts: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
@@ -510,10 +527,20 @@ class MonitorState:
 
         keys = tail(sorted(self.buckets))
         seconds = self.bucket_ms / 1000
+        # Every bucket from the first to the last (empty ones are zero), as a trailing
+        # moving average: bursts of batched answers would otherwise read as noise.
+        span = list(range(keys[0], keys[-1] + 1)) if keys else []
+        span = tail(span)
         throughput = {
-            "t": [k * self.bucket_ms for k in keys],
-            "predictions_per_s": [self.buckets[k]["predictions"] / seconds for k in keys],
-            "interactions_per_s": [self.buckets[k]["interactions"] / seconds for k in keys],
+            "t": [k * self.bucket_ms for k in span],
+            "predictions_per_s": _smooth(
+                [self.buckets.get(k, {}).get("predictions", 0) / seconds for k in span],
+                self.smooth_buckets,
+            ),
+            "interactions_per_s": _smooth(
+                [self.buckets.get(k, {}).get("interactions", 0) / seconds for k in span],
+                self.smooth_buckets,
+            ),
         }
         latency: dict[str, list[Any]] = {"t": [], "p50_ms": [], "p95_ms": []}
         for k in keys:
@@ -553,10 +580,11 @@ class MonitorState:
                     "raw_mae": _round(sum(raw_errors) / len(raw_errors)) if raw_errors else None,
                 },
             }
-        entities = sorted(self.entity_labels.items(), key=lambda kv: -sum(kv[1].values()))[:15]
+        entities = sorted(self.entity_labels.items(), key=lambda kv: -sum(kv[1].values()))[:12]
         return {
             "last_ts_ms": self.last_ts_ms,
             "bucket_s": seconds,
+            "window": self.window,
             "counts": dict(self.counts),
             "invalid": dict(self.invalid),
             "dead_letters": dict(self.dead_letters),

@@ -27,15 +27,18 @@ def _ago(ts_ms: int) -> str:
 def describe(snap: dict[str, Any], alerts: int = 5) -> str:
     """A few lines: live adapter per task, lag per group, last drift, jobs, recent alerts."""
     lines = []
-    if snap["live"]:
+    tasks = sorted(set(snap["live"]) | set(snap["tasks"]))
+    if tasks:
         lines.append("live adapters:")
-        for task, version in sorted(snap["live"].items()):
+        for task in tasks:
             t = snap["tasks"].get(task, {})
-            acc = t.get("accuracy_now")
-            est = t.get("estimated_now")
+            version = snap["live"].get(task, "base (no adapter published)")
             extra = ""
-            if acc is not None or est is not None:
-                extra = f"  (accuracy {_pct(acc)}, estimated {_pct(est)})"
+            if t.get("accuracy_now") is not None or t.get("estimated_now") is not None:
+                extra = (
+                    f"  (accuracy {_pct(t.get('accuracy_now'))}, "
+                    f"estimated {_pct(t.get('estimated_now'))})"
+                )
             lines.append(f"  {task:<20} {version}{extra}")
     else:
         lines.append("live adapters: none published (every task serves its seed, 'base')")

@@ -46,12 +46,12 @@ function markers(s) {
 }
 
 function kpis(s) {
-  const rates = s.throughput.predictions_per_s.slice(-10);
-  const rate = rates.length ? rates.reduce((a, b) => a + b, 0) / rates.length : 0;
+  const rates = s.throughput.predictions_per_s;
+  const rate = rates.length ? rates[rates.length - 1] : 0;
   const p95 = s.latency.p95_ms.length ? s.latency.p95_ms[s.latency.p95_ms.length - 1] : null;
   const lag = Object.values(s.lag).reduce((a, b) => a + b, 0);
   const cards = [
-    ["Predictions / s", num(rate), `${s.counts.predictions || 0} answered`],
+    ["Predictions / s (5 s)", num(rate), `${s.counts.predictions || 0} answered`],
     ["Latency p95", p95 === null ? "–" : `${num(p95, 0)} ms`, "interaction to prediction"],
     ["Consumer lag", String(lag), `${Object.keys(s.lag).length} groups`],
     ["Alerts", String(s.alerts.length), Object.entries(s.alert_kinds).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
@@ -109,7 +109,11 @@ function timeline(s) {
     marker: { size: 12, color: (KIND_STYLE[kind] || {}).color || "#555", symbol: (KIND_STYLE[kind] || {}).symbol || "circle" },
     hovertemplate: "%{y} %{text}<br>" + kind + "<br>%{customdata}<extra></extra>",
   }));
-  Plotly.react("chart-timeline", traces, layout({ yaxis: { type: "category", automargin: true }, margin: { l: 120, r: 20, t: 10, b: 40 } }), CONFIG);
+  const empty = traces.length ? [] : [{ text: "no adapter published yet: every task serves its seed model", xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { size: 14, color: "#66758a" } }];
+  Plotly.react("chart-timeline", traces, layout({
+    yaxis: { type: "category", automargin: true, visible: traces.length > 0 },
+    xaxis: { visible: traces.length > 0 }, annotations: empty, margin: { l: 120, r: 20, t: 10, b: 40 },
+  }), CONFIG);
 }
 
 function lag(s) {
@@ -132,7 +136,7 @@ function entities(s) {
     hovertemplate: "%{y}: %{x:.0%} " + label + "<extra></extra>",
   }));
   Plotly.react("chart-entities", traces, Object.assign({}, LAYOUT, {
-    barmode: "stack", xaxis: { tickformat: ".0%", range: [0, 1] }, yaxis: { automargin: true },
+    barmode: "stack", xaxis: { tickformat: ".0%", range: [0, 1] }, yaxis: { automargin: true, dtick: 1, tickfont: { size: 11 } },
     margin: { l: 90, r: 20, t: 10, b: 40 },
   }), CONFIG);
 }
