@@ -42,11 +42,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from streamtune.monitor.feed import read_state
+    from streamtune.monitor.feed import history_start, read_state
     from streamtune.monitor.status import describe
 
     settings = settings_from_args(args)
-    state = asyncio.run(read_state(settings, with_lag=True))
+    state = asyncio.run(read_state(settings, with_lag=True, since_ms=history_start(settings)))
     print(describe(state.snapshot(), alerts=args.alerts))
     return 0
 

@@ -254,6 +254,11 @@ class Settings(BaseSettings):
         le=100_000,
         description="newest judged answers per adapter that calibrate the accuracy estimate",
     )
+    monitor_history_s: float = Field(
+        3600.0,
+        ge=0,
+        description="monitor and status read the streams from this long ago (0: from the start)",
+    )
     monitor_bucket_s: float = Field(
         1.0, gt=0, le=3600, description="time bucket of the monitor's charts and report"
     )

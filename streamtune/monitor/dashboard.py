@@ -27,7 +27,7 @@ from aiohttp import web
 from schemas.messages import Alert, Prediction
 from streamtune.core.observability import Liveness, Metrics, http_app, serve_http
 from streamtune.core.settings import Settings
-from streamtune.monitor.feed import Feed, group_lags, new_state
+from streamtune.monitor.feed import Feed, group_lags, history_start, new_state
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Monitor:
         self.state.listener = self._count
         self.metrics = Metrics()
         self.liveness = Liveness(settings.health_stall_s, self.metrics)
-        self.feed = Feed(settings, self.state)
+        self.feed = Feed(settings, self.state, history_start(settings))
         self.ready = asyncio.Event()
 
     def _count(self, topic: str, message: Any) -> None:

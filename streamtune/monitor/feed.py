@@ -15,10 +15,23 @@ from collections.abc import Iterable
 from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas import limits
+from schemas.topics import (
+    ALERTS,
+    DRIFT_EVENTS,
+    MODEL_EVENTS,
+    MODEL_UPDATES,
+    TRAIN_JOBS,
+    TRAIN_STATUS,
+)
 from streamtune.core.clients import make_admin, make_consumer
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
 from streamtune.monitor.state import MONITORED, MonitorState
+
+#: Small topics read whole even when the monitor starts from a recent time.
+WHOLE_TOPICS = frozenset(
+    {MODEL_UPDATES, MODEL_EVENTS, TRAIN_JOBS, TRAIN_STATUS, DRIFT_EVENTS, ALERTS}
+)
 
 
 def new_state(settings: Settings) -> MonitorState:
@@ -31,11 +44,19 @@ def new_state(settings: Settings) -> MonitorState:
 
 
 class Feed:
-    """Follows the monitored topics of ``settings.topic_prefix`` into ``state``."""
+    """Follows the monitored topics of ``settings.topic_prefix`` into ``state``.
 
-    def __init__(self, settings: Settings, state: MonitorState) -> None:
+    With ``since_ms``, the stream topics (interactions, predictions, feedback, labelled,
+    dead letters) are read from that time on; the small topics (adapters, jobs, drift,
+    alerts) always from their start, so the live adapters and the timeline are whole.
+    """
+
+    def __init__(
+        self, settings: Settings, state: MonitorState, since_ms: int | None = None
+    ) -> None:
         self.settings = settings
         self.state = state
+        self.since_ms = since_ms
         self._base = {settings.topic(name): name for name in MONITORED}
         self._tps: list[TopicPartition] = []
 
@@ -54,10 +75,29 @@ class Feed:
         for topic in self._base:
             tps += await topic_partitions(self._consumer, topic)
         new = [tp for tp in tps if tp not in set(self._tps)]
-        if new:
-            self._tps = tps
-            self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*new)
+        if not new:
+            return
+        # assign() forgets positions: keep those of the partitions already followed.
+        positions = {tp: await self._consumer.position(tp) for tp in self._tps}
+        self._tps = tps
+        self._consumer.assign(tps)
+        for tp, position in positions.items():
+            self._consumer.seek(tp, position)
+        await self._seek_start(new)
+
+    async def _seek_start(self, tps: list[TopicPartition]) -> None:
+        """The small topics from their start; the streams from ``since_ms`` when given."""
+        since = self.since_ms
+        whole = [tp for tp in tps if since is None or self._base[tp.topic] in WHOLE_TOPICS]
+        if whole:
+            await self._consumer.seek_to_beginning(*whole)
+        recent = [tp for tp in tps if tp not in whole]
+        if recent and since is not None:
+            found = await self._consumer.offsets_for_times({tp: since for tp in recent})
+            ends = await self._consumer.end_offsets(recent)
+            for tp in recent:
+                hit = found.get(tp)
+                self._consumer.seek(tp, hit.offset if hit is not None else ends[tp])
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -151,11 +191,20 @@ async def group_lags(settings: Settings) -> dict[str, int]:
         await admin.close()
 
 
-async def read_state(settings: Settings, *, with_lag: bool = False) -> MonitorState:
-    """Everything the topics of ``settings.topic_prefix`` hold now, folded; with the
-    groups' lag if asked."""
+def history_start(settings: Settings) -> int | None:
+    """Where the monitor starts reading the streams: ``monitor_history_s`` ago (0: the start)."""
+    if not settings.monitor_history_s:
+        return None
+    return int((time.time() - settings.monitor_history_s) * 1000)
+
+
+async def read_state(
+    settings: Settings, *, with_lag: bool = False, since_ms: int | None = None
+) -> MonitorState:
+    """What the topics of ``settings.topic_prefix`` hold now (the streams from ``since_ms``),
+    folded; with the groups' lag if asked."""
     state = new_state(settings)
-    feed = Feed(settings, state)
+    feed = Feed(settings, state, since_ms)
     await feed.start()
     try:
         await feed.catch_up()
