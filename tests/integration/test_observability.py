@@ -3,12 +3,14 @@
 - serve's /metrics parses with prometheus_client's own parser and counts what it answered;
 - serve's /healthz turns unhealthy when its processing is blocked while interactions wait,
   and healthy again once it is released;
-- the Faust worker's /metrics counts joined records and dead letters by code.
+- the Faust worker's /metrics counts joined records and dead letters by code, and its
+  /healthz fails while its join agent is stuck with input waiting, then recovers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 import urllib.error
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import Feedback, Interaction
 from schemas.topics import FEEDBACK, INTERACTIONS
+from streams.topology import app_id
 from streamtune.core.clients import make_producer
 from streamtune.core.settings import Settings
 from tests.conftest import free_port
@@ -121,46 +124,89 @@ def test_serve_metrics_parse_and_healthz_fails_while_a_stalled_consumer_has_lag(
     asyncio.run(go())
 
 
-def test_worker_metrics_count_joined_records_and_dead_letters_by_code(topics, tmp_path):
-    port = free_port()
-    worker = WorkerProcess(
-        worker_env(topics, worker_metrics_port=port, health_interval_s=0.3),
-        tmp_path / "worker.log",
-    ).start()
+#: Runs ``streamtune worker`` with its join agent stuck while a flag file exists: a real
+#: Faust agent awaiting forever, the failure Faust's users meet most.
+STUCK_WORKER = """
+import asyncio, sys
+from pathlib import Path
+from streams import join_agent
+flag = Path(sys.argv[1])
+process = join_agent.JoinAgent.process
+async def stuck(self, batches):
+    while flag.exists():
+        await asyncio.sleep(0.1)
+    return await process(self, batches)
+join_agent.JoinAgent.process = stuck
+from streamtune.cli import main
+sys.exit(main(["worker"]))
+"""
 
-    async def feed() -> None:
+
+def test_worker_metrics_count_dead_letters_and_healthz_fails_while_its_agent_is_stuck(
+    topics, tmp_path
+):
+    port = free_port()
+    flag = tmp_path / "stuck"
+    env = worker_env(topics, worker_metrics_port=port, health_interval_s=0.3, health_stall_s=2)
+    command = [sys.executable, "-c", STUCK_WORKER, str(flag)]
+    worker = WorkerProcess(env, tmp_path / "worker.log", command).start()
+
+    async def feed(prefix: str, bad: bool) -> None:
         producer = make_producer(topics)
         await producer.start()
         try:
             for i in range(5):
-                fb = Feedback(interaction_id=f"w-{i}", task=TASK, label=1, ts_ms=TS)
+                fb = Feedback(interaction_id=f"{prefix}-{i}", task=TASK, label=1, ts_ms=TS)
                 await producer.send(
                     topics.topic(FEEDBACK), fb.to_bytes(), key=fb.interaction_id.encode()
                 )
-            await producer.send_and_wait(topics.topic(FEEDBACK), b"[1, 2", key=b"bad")
+            if bad:
+                await producer.send(topics.topic(FEEDBACK), b"[1, 2", key=b"bad")
+            await producer.flush()
         finally:
             await producer.stop()
 
     def metrics() -> dict:
-        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        try:
+            status, text = get(f"http://127.0.0.1:{port}/metrics")
+        except OSError:
+            return {}  # not listening yet
         return samples(text) if status == 200 else {}
 
-    try:
-        asyncio.run(feed())
-        got: dict = {}
-        deadline = time.monotonic() + 120  # the worker starts, joins its group, then counts
-        while time.monotonic() < deadline:
-            try:
-                got = metrics()
-            except OSError:
-                got = {}  # not listening yet
-            if got.get(("streamtune_dead_letters_total", (("code", "invalid_json"),))):
-                break
+    def health() -> tuple[int, str]:
+        try:
+            return get(f"http://127.0.0.1:{port}/healthz")
+        except OSError:
+            return 0, ""
+
+    def wait_for(check, timeout_s: float = 120.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = check()
+            if value:
+                return value
             assert worker.alive(), worker.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"not met in {timeout_s:.0f}s"
             time.sleep(0.2)
-        assert got.get(("streamtune_dead_letters_total", (("code", "invalid_json"),))) == 1, got
+
+    dead = ("streamtune_dead_letters_total", (("code", "invalid_json"),))
+    try:
+        asyncio.run(feed("w", bad=True))
+        # The worker starts, joins its group, then counts.
+        got = wait_for(lambda: (m := metrics()).get(dead) and m)
+        assert got[dead] == 1
         assert got[("streamtune_events_total", (("outcome", "joined"),))] >= 6
         assert got[("streamtune_batch_size_records_count", ())] >= 1
-        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        wait_for(lambda: health()[0] == 200)
+
+        flag.touch()  # the join agent stops consuming; the process and its loop live on
+        asyncio.run(feed("stuck", bad=False))
+        body = wait_for(lambda: (h := health())[0] == 503 and h, 60)[1]
+        assert "stalled" in body
+        lag = samples(get(f"http://127.0.0.1:{port}/metrics")[1])
+        assert lag[("streamtune_consumer_lag_records", (("group", app_id(topics)),))] > 0
+
+        flag.unlink()  # unstuck: it consumes the backlog and is healthy again
+        wait_for(lambda: health()[0] == 200, 60)
     finally:
         worker.stop()
