@@ -25,6 +25,9 @@ True
 False
 >>> live.record(now=107.5); live.observe_lag(3, now=108.0).healthy
 True
+>>> with live.busy(limit_s=600):     # a train job holds its record for minutes
+...     live.observe_lag(1, now=400.0).healthy
+True
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
@@ -144,6 +147,7 @@ class Liveness:
 
     def __init__(self, stall_after_s: float = 60.0, metrics: Metrics | None = None) -> None:
         self.stall_after_s = stall_after_s
+        self._limit = stall_after_s
         self._last = time.monotonic()
         self._lag_since: float | None = None
         self._health = Health(True, None, 0.0, 0.0, "starting")
@@ -154,6 +158,17 @@ class Liveness:
         """Call after processing ``count`` records."""
         if count:
             self._last = time.monotonic() if now is None else now
+
+    @contextlib.contextmanager
+    def busy(self, limit_s: float) -> Iterator[None]:
+        """A long piece of work (a train job) that holds its input: stalled only after
+        ``limit_s`` without progress, instead of ``stall_after_s``."""
+        self._limit = max(limit_s, self.stall_after_s)
+        try:
+            yield
+        finally:
+            self._limit = self.stall_after_s
+            self.record()
 
     def seconds_since_last(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self._last
@@ -173,7 +188,7 @@ class Liveness:
             self._lag_since = now
         # Stalled: lag has waited, and nothing was processed, since the later of the two.
         stalled = now - max(self._lag_since, self._last)
-        healthy = stalled <= self.stall_after_s
+        healthy = stalled <= self._limit
         reason = (
             "consuming"
             if healthy

@@ -168,7 +168,9 @@ class Trainer:
                 while not stop.is_set():
                     batch = await consumer.poll(max_records=1, timeout_ms=500)
                     for decoded in batch.messages:
-                        await self.handle(decoded.message)
+                        # The job holds its record uncommitted while it runs: busy, not stalled.
+                        with self.liveness.busy(self.settings.train_job_timeout_s):
+                            await self.handle(decoded.message)
                     for letter in batch.dead:
                         self.metrics.dead_letters.labels(code=letter.error).inc()
                     await consumer.commit(batch)
