@@ -461,12 +461,6 @@ class MonitorState:
             self._event(msg.ts_ms, msg.task, msg.version, msg.kind, detail)
 
     def _on_train_job(self, msg: TrainJob, ts_ms: int) -> None:
-        for other in self.jobs.values():
-            if other["state"] in ("queued", "started", "progress") and set(other["tasks"]) & set(
-                msg.tasks
-            ):
-                other["state"] = "superseded"
-                other["message"] = f"a newer job {msg.job_id} was emitted"
         self.jobs[msg.job_id] = {
             "job_id": msg.job_id,
             "tasks": msg.tasks,
@@ -498,6 +492,9 @@ class MonitorState:
         elif msg.state == "failed":
             for task in msg.tasks:
                 self._event(msg.ts_ms, task, msg.job_id, "job_failed", msg.message or "")
+        elif msg.state == "superseded":
+            for task in msg.tasks:
+                self._event(msg.ts_ms, task, msg.job_id, "job_superseded", msg.message or "")
 
     def _on_alert(self, msg: Alert, ts_ms: int) -> None:
         self.alert_kinds[msg.kind] += 1

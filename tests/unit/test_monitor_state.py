@@ -102,7 +102,7 @@ def test_timeline_shows_promotions_supersessions_and_rollbacks():
     assert state.snapshot()["live"] == {TASK: "base"}
 
 
-def test_jobs_progress_and_a_newer_job_supersedes_one_in_flight():
+def test_jobs_progress_and_a_superseded_job_leaves_flight():
     state = MonitorState()
 
     def job(job_id: str, ts: int) -> None:
@@ -113,16 +113,26 @@ def test_jobs_progress_and_a_newer_job_supersedes_one_in_flight():
         )  # fmt: skip
         state.add("train-jobs", TASK.encode(), j.to_bytes(), ts)
 
+    def status(job_id: str, state_name: str, ts: int, progress: float | None = None) -> None:
+        s = JobStatus(
+            job_id=job_id, tasks=[TASK], state=state_name, attempt=1, progress=progress,
+            message="stale" if state_name == "superseded" else None, source="t", ts_ms=ts,
+        )  # fmt: skip
+        state.add("train-status", TASK.encode(), s.to_bytes(), ts)
+
     job("j1", T0)
-    status = JobStatus(
-        job_id="j1", tasks=[TASK], state="progress", attempt=1, progress=0.5, source="t", ts_ms=T0
-    )
-    state.add("train-status", TASK.encode(), status.to_bytes(), T0)
+    status("j1", "progress", T0, progress=0.5)
     assert state.snapshot()["jobs"][0]["progress"] == 0.5
+    assert "j1 (tfns-sentiment, drift): progress 50%" in describe(state.snapshot())
     job("j2", T0 + 1)
+    status("j1", "superseded", T0 + 2)
     states = {j["job_id"]: j["state"] for j in state.snapshot()["jobs"]}
     assert states == {"j1": "superseded", "j2": "queued"}
-    assert "j2 (tfns-sentiment, drift): queued" in describe(state.snapshot())
+    text = describe(state.snapshot())
+    assert "j2 (tfns-sentiment, drift): queued" in text and "j1" not in text
+    assert [(e["version"], e["kind"]) for e in state.snapshot()["timeline"]] == [
+        ("j1", "job_superseded")
+    ]
 
 
 def test_report_writes_summary_plots_and_figure_json(tmp_path):

@@ -9,6 +9,7 @@ const KIND_STYLE = {
   rejected: { color: "#c0392b", symbol: "x" },
   gate_rejected: { color: "#e67e22", symbol: "x-open" },
   job_failed: { color: "#8e44ad", symbol: "diamond" },
+  job_superseded: { color: "#7f8c8d", symbol: "square-open" },
   rolled_back: { color: "#d35400", symbol: "triangle-down" },
 };
 const PALETTE = ["#2e86de", "#e67e22", "#16a085", "#8e44ad", "#c0392b", "#7f8c8d"];
