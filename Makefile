@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 ST    := $(VENV)/bin/streamtune
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-unit lint format demo bench kafka-start kafka-stop kafka-status lock clean
+.PHONY: help venv browser test test-unit lint format demo bench kafka-start kafka-stop kafka-status lock clean
 
 help:
 	@echo "make demo        the whole loop on a local Kafka: replay, serve, drift, train, hot swap"
@@ -18,9 +18,14 @@ help:
 venv:
 	@bash ops/venv.sh
 
-test: venv lint
+test: venv lint browser
 	@$(ST) kafka start
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium for the dashboard's browser test (Debian packages; skipped when present).
+browser:
+	@command -v chromium >/dev/null && [ -x /usr/bin/chromedriver ] || bash ops/browser.sh \
+		|| echo "make: could not install chromium; the browser test will skip" >&2
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -23,6 +23,7 @@ state by interaction_id, plus one progress record per partition) and ``tasks`` (
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -39,6 +40,7 @@ from streams.events import JOB_END_STATES, AdapterPublished, JobEnded, JoinTick
 from streams.join_agent import JoinAgent
 from streams.task_agent import TaskAgent, tick_events
 from streams.topology import Topology, app_id, internal_topic_specs
+from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,14 @@ def run_worker(app: BatchingApp, loglevel: str = "info") -> None:
 def _register(app: BatchingApp, t: Topology) -> None:
     join = JoinAgent(t)
     tasks = TaskAgent(t)
+    metrics = Metrics()
+    liveness = Liveness(t.settings.health_stall_s, metrics)
+
+    def count_dead_letter(letter: DeadLetter) -> None:
+        metrics.dead_letters.labels(code=letter.error).inc()
+        metrics.events.labels(outcome="dead_lettered").inc()
+
+    join.on_dead_letter = count_dead_letter
 
     def raw_topic(*names: str) -> Any:
         return app.topic(
@@ -128,11 +138,16 @@ def _register(app: BatchingApp, t: Topology) -> None:
     async def join_agent(stream: Any) -> None:
         async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
             await join.process([(e.message.topic, e.message.partition, e.value) for e in events])
+            count = sum(len(e.value) for e in events)
+            metrics.batch_size.observe(count)
+            metrics.events.labels(outcome="joined").inc(count)
+            liveness.record(count)
 
     @app.agent(raw_topic(t.task_events), name="tasks")
     async def task_agent(stream: Any) -> None:
         async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
             await tasks.process([(e.message.partition, e.value) for e in events])
+            metrics.events.labels(outcome="task_events").inc(sum(len(e.value) for e in events))
 
     @app.agent(raw_topic(t.model_updates), name="adapters")
     async def adapter_agent(stream: Any) -> None:
@@ -157,7 +172,21 @@ def _register(app: BatchingApp, t: Topology) -> None:
         join.forget({tp.partition for tp in revoked if tp.topic == t.interactions})
         tasks.forget({tp.partition for tp in revoked if tp.topic == t.task_events})
 
+    @app.task
+    async def observe() -> None:
+        # /metrics and /healthz; liveness follows the group's lag on the joined inputs.
+        async with observed(
+            t.settings,
+            metrics,
+            liveness,
+            port=t.settings.worker_metrics_port,
+            group_id=app_id(t.settings),
+            topics=[t.interactions, t.predictions, t.feedback],
+        ):
+            await asyncio.Event().wait()  # until the worker stops and cancels this task
+
     app.join_runner, app.task_runner = join, tasks  # for tests and the status command
+    app.metrics, app.liveness = metrics, liveness
 
 
 async def _announce_adapters(t: Topology, records: list[Any]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from faust.types import TP
@@ -50,6 +51,8 @@ class JoinAgent:
         self.changelog = ChangelogWriter(topology.app, topology.join_table)
         self.parts: dict[int, JoinPartition] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        #: Called with every dead letter the join sends (the worker counts them in /metrics).
+        self.on_dead_letter: Callable[[DeadLetter], None] | None = None
         self._models: dict[str, Any] = {
             topology.interactions: (Interaction, "on_interaction"),
             topology.predictions: (Prediction, "on_prediction"),
@@ -133,6 +136,8 @@ class JoinAgent:
                 )
             dead += part.take_dead_letters()
         for letter in dead:
+            if self.on_dead_letter is not None:
+                self.on_dead_letter(letter)
             log.warning(
                 "dead-lettering %s[%d]@%d: %s",
                 letter.source_topic,

@@ -39,6 +39,7 @@ from schemas.messages import SEED_VERSION, Interaction, Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS
 from streamtune.core.clients import make_producer
 from streamtune.core.errors import StreamtuneError
+from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings
 from streamtune.core.validating_consumer import Batch, ValidatingConsumer
 from streamtune.model_updates.follower import Update, UpdatesFollower
@@ -82,6 +83,8 @@ class Server:
         self.tasks = settings.served_tasks()
         self.source = source or f"serve-{socket.gethostname()}-{os.getpid()}"
         self.stats = ServeStats()
+        self.metrics = Metrics()
+        self.liveness = Liveness(settings.health_stall_s, self.metrics)
         self.live: dict[str, Predictor] = {}
         self.seeds: dict[str, bytes] = {}
         self._pending: dict[str, Predictor] = {}
@@ -98,6 +101,7 @@ class Server:
             self.seeds[task] = self.base.seed(task)
             self.live[task] = self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION)
             self.stats.versions[task] = SEED_VERSION
+            self.metrics.set_live_adapter(task, SEED_VERSION)
 
     async def run(self, stop: asyncio.Event) -> ServeStats:
         loop = asyncio.get_running_loop()
@@ -136,7 +140,15 @@ class Server:
                 ", ".join(f"{t}={p.version}" for t, p in self.live.items()),
                 self.source,
             )
-            await self._serve(consumer, producer, stop)
+            async with observed(
+                self.settings,
+                self.metrics,
+                self.liveness,
+                port=self.settings.serve_metrics_port,
+                group_id=self.settings.serve_group_id,
+                topics=[self.settings.topic(INTERACTIONS)],
+            ):
+                await self._serve(consumer, producer, stop)
         finally:
             if follow_task is not None:
                 follow_task.cancel()
@@ -182,6 +194,20 @@ class Server:
             self._commit_task = asyncio.create_task(self._commit(consumer, batch, outputs))
             self.stats.batches += 1
             self.stats.answered += len(predictions)
+            self._observe(batch, predictions)
+
+    def _observe(self, batch: Batch[Interaction], predictions: list[Prediction]) -> None:
+        m = self.metrics
+        m.batch_size.observe(len(batch))
+        m.events.labels(outcome="answered").inc(len(predictions))
+        if len(batch.messages) > len(predictions):
+            m.events.labels(outcome="skipped").inc(len(batch.messages) - len(predictions))
+        for letter in batch.dead:
+            m.events.labels(outcome="dead_lettered").inc()
+            m.dead_letters.labels(code=letter.error).inc()
+        for pred in predictions:
+            m.latency.observe(pred.latency_ms / 1000)
+        self.liveness.record(len(batch))
 
     async def _next_batch(
         self,
@@ -269,6 +295,8 @@ class Server:
             self.stats.swaps += 1
             self.stats.swap_pauses_ms.append(pause_ms)
             self.stats.versions[task] = predictor.version
+            self.metrics.swaps.labels(task=task).inc()
+            self.metrics.set_live_adapter(task, predictor.version)
             log.info(
                 "swapped %s to %s (%.3f ms between batches)", task, predictor.version, pause_ms
             )
@@ -318,6 +346,7 @@ class Server:
         self, producer: AIOKafkaProducer, task: str, version: str, exc: AdapterRejected
     ) -> None:
         self.stats.rejected += 1
+        self.metrics.rejections.labels(task=task, code=exc.kind).inc()
         live = self.live[task].version if task in self.live else "none"
         log.warning("rejected adapter %s/%s (%s); still serving %s", task, version, exc, live)
         await self._report(producer, task, version, "rejected", exc.kind, exc.reason)

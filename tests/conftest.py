@@ -19,6 +19,10 @@ import pytest
 
 from streamtune.core.settings import Settings
 
+# The processes tests start serve no /metrics unless a test gives a port: many run at once.
+for _process in ("SERVE", "WORKER", "TRAIN"):
+    os.environ.setdefault(f"STREAMTUNE_{_process}_METRICS_PORT", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 

@@ -34,6 +34,7 @@ def worker_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     values = {
         "bootstrap_servers": settings.bootstrap_servers,
         "topic_prefix": settings.topic_prefix,
+        "worker_metrics_port": 0,  # many workers run at once; a test that reads it gives one
         **FAST,
         **overrides,
     }

@@ -72,7 +72,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "      `streamtune bench adapt --json` runs three such scenarios beside a static model, "
         "online River models and scheduled retraining."
     )
+    _write_report(settings)
     return 0
+
+
+def _write_report(settings: Any) -> None:
+    """The run's report (``streamtune report PREFIX``), from what it left on its topics."""
+    from streamtune.monitor.report import write_run_report
+
+    print(f"      report of this run: {write_run_report(settings) / 'summary.md'}")
 
 
 def register(sub: Any) -> None:

@@ -255,6 +255,48 @@ class Settings(BaseSettings):
         0.0, ge=0, description="emit a job this often when new examples wait (0: off)"
     )
 
+    # --- Monitoring -----------------------------------------------------------------------
+    serve_metrics_port: int = Field(
+        9101, ge=0, le=65535, description="serve's /metrics and /healthz (0: off)"
+    )
+    worker_metrics_port: int = Field(
+        9102, ge=0, le=65535, description="the worker's /metrics and /healthz (0: off)"
+    )
+    train_metrics_port: int = Field(
+        9103, ge=0, le=65535, description="the trainer's /metrics and /healthz (0: off)"
+    )
+    monitor_port: int = Field(
+        8090, ge=0, le=65535, description="`streamtune monitor`: dashboard, /metrics, /healthz"
+    )
+    health_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="/healthz fails after this long with input lag and no record processed",
+    )
+    monitor_window: int = Field(
+        200, ge=10, le=100_000, description="labelled examples in the rolling accuracy and F1"
+    )
+    monitor_cbpe_block: int = Field(
+        100, ge=10, le=100_000, description="predictions per block of the accuracy estimate"
+    )
+    monitor_calibration_window: int = Field(
+        200,
+        ge=10,
+        le=100_000,
+        description="newest judged answers per adapter that calibrate the accuracy estimate",
+    )
+    monitor_history_s: float = Field(
+        3600.0,
+        ge=0,
+        description="monitor and status read the streams from this long ago (0: from the start)",
+    )
+    monitor_bucket_s: float = Field(
+        1.0, gt=0, le=3600, description="time bucket of the monitor's charts and report"
+    )
+    health_interval_s: float = Field(
+        2.0, gt=0, le=300, description="how often a process samples its group's lag"
+    )
+
     @model_validator(mode="after")
     def _check_worker(self) -> Settings:
         if self.window_size == 0 and self.window_max_age_s == 0:

@@ -50,6 +50,7 @@ from schemas.messages import SEED_VERSION, JobStatus, TrainJob
 from schemas.topics import TRAIN_JOBS, TRAIN_STATUS
 from streamtune.core.clients import make_consumer, make_producer
 from streamtune.core.errors import StreamtuneError
+from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings
 from streamtune.core.validating_consumer import ValidatingConsumer
 from streamtune.model_updates.follower import Update, UpdatesFollower
@@ -109,6 +110,9 @@ class Trainer:
         self._cancel = threading.Event()
         self._live_updates: dict[str, Update] = {}
         self._progress_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
+        self.metrics = Metrics()
+        # A training step counts as progress: a long job is busy, not stalled.
+        self.liveness = Liveness(settings.health_stall_s, self.metrics)
 
     # --- start-up ----------------------------------------------------------------------
     def _load(self) -> None:
@@ -147,11 +151,24 @@ class Trainer:
             await consumer.start()
             await self._warm()
             self.ready.set()
-            while not stop.is_set():
-                batch = await consumer.poll(max_records=1, timeout_ms=500)
-                for decoded in batch.messages:
-                    await self.handle(decoded.message)
-                await consumer.commit(batch)
+            async with observed(
+                self.settings,
+                self.metrics,
+                self.liveness,
+                port=self.settings.train_metrics_port,
+                group_id=self.settings.train_group_id,
+                topics=[self.settings.topic(TRAIN_JOBS)],
+            ):
+                while not stop.is_set():
+                    batch = await consumer.poll(max_records=1, timeout_ms=500)
+                    for decoded in batch.messages:
+                        # The job holds its record uncommitted while it runs: busy, not stalled.
+                        with self.liveness.busy(self.settings.train_job_timeout_s):
+                            await self.handle(decoded.message)
+                    for letter in batch.dead:
+                        self.metrics.dead_letters.labels(code=letter.error).inc()
+                    await consumer.commit(batch)
+                    self.liveness.record(len(batch))
         except Cancelled:
             log.warning(
                 "trainer stopping mid-job: the job stays uncommitted and reruns after a restart"
@@ -235,6 +252,8 @@ class Trainer:
             self.stats.superseded += 1
         elif outcome.state == "rejected":
             self.stats.rejected += 1
+            for task in set(job.tasks) - set(outcome.versions):
+                self.metrics.rejections.labels(task=task, code="gate").inc()
 
     async def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -326,6 +345,7 @@ class Trainer:
         def on_progress(p: Progress) -> None:
             if self._cancel.is_set():
                 raise Cancelled("stopping")
+            self.liveness.record()
             self._stale(job)
             if bar is not None:
                 bar.total = p.steps
@@ -387,6 +407,11 @@ class Trainer:
             metrics=metrics or {}, adapter_versions=versions or {}, source=self.source, ts_ms=now_ms(),
         )  # fmt: skip
         log.info("job %s %s: %s", job.job_id, state, message or "")
+        self.metrics.jobs.labels(state=state).inc()
+        self.liveness.record()
+        if state == "finished":
+            for task, version in (versions or {}).items():
+                self.metrics.set_live_adapter(task, version)
         try:
             await self._producer.send_and_wait(
                 self.settings.topic(TRAIN_STATUS), status.to_bytes(), key=job.key.encode()

@@ -1,0 +1,1 @@
+"""Monitoring consumers: the live dashboard, the status snapshot and the run report."""
