@@ -207,12 +207,12 @@ def test_rollback_restores_the_parent_then_base(serve_settings, keys):
             producer = make_producer(settings)
             await producer.start()
             try:
-                restored = await rollback(producer, settings, TASK, None)
+                restored = await rollback(producer, settings, TASK, None, signer=keys.signer)
                 assert restored is not None and restored.version == "v1"
                 await wait_until(lambda: server.stats.versions[TASK] == "v1")
                 await send(settings, 20, "r1")
                 await wait_until(lambda: server.stats.answered >= 20)
-                assert await rollback(producer, settings, TASK, "base") is None
+                assert await rollback(producer, settings, TASK, "base", signer=keys.signer) is None
                 await wait_until(lambda: server.stats.versions[TASK] == "base")
                 await send(settings, 20, "r2", skip=20)
                 await wait_until(lambda: server.stats.answered >= 40)
