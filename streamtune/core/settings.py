@@ -156,6 +156,19 @@ class Settings(BaseSettings):
     gate_anchor_tolerance: float = Field(
         0.02, ge=0.0, le=1.0, description="anchor-set macro-F1 the new adapter may lose"
     )
+    source_trust_min: float = Field(
+        0.85,
+        ge=0.0,
+        le=1.0,
+        description="drop a feedback source whose agreement, relative to the other sources', "
+        "falls below this (0: keep all)",
+    )
+    source_trust_prior: float = Field(
+        20.0,
+        ge=0.0,
+        le=10_000,
+        description="examples' worth of prior pulling a source to its peers",
+    )
     gate_anchor_size: int = Field(
         500, ge=10, le=100_000, description="examples in each task's anchor set"
     )
