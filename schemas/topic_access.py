@@ -62,7 +62,8 @@ READS: dict[str, tuple[str, ...]] = {
     DEAD_LETTER: ("monitor",),
 }
 
-assert set(WRITES) == set(READS) == set(TOPIC_NAMES), "every topic needs an access entry"
+if not set(WRITES) == set(READS) == set(TOPIC_NAMES):
+    raise RuntimeError("every topic needs an entry in WRITES and READS")  # caught at import
 
 
 def writers_of(topic: str) -> tuple[str, ...]:

@@ -68,3 +68,29 @@ def test_the_signature_covers_the_sequence(signer_and_ring):
     assert caught.value.kind == "bad_signature"
     with pytest.raises(AdapterRejected):
         ring.verify(signed.model_copy(update={"sequence": 0}))
+
+
+def test_the_faust_worker_gets_the_same_sasl_ssl_credentials(tmp_path):
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from streams.app import _credentials
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text(_ca_pem())
+    s = Settings(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="worker",
+        sasl_password="pw", ssl_cafile=ca,
+    )  # fmt: skip
+    auth = credentials_to_aiokafka_auth(_credentials(s))
+    assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert auth["sasl_plain_username"] == "worker" and auth["ssl_context"].check_hostname
+
+
+def _ca_pem() -> str:
+    import tempfile
+    from pathlib import Path
+
+    from tests.security_helpers import make_pki
+
+    _, ca = make_pki(Path(tempfile.mkdtemp()))
+    return ca.read_text()
