@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from models.batching import length_sorted_batches, token_ids
 from models.classifier import TextClassifier
 
 Precision = Literal["fp32", "bf16", "int8"]
@@ -82,16 +83,25 @@ class Predictor:
         return time.perf_counter() - began
 
     @torch.inference_mode()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """The pooled features the head sees, (len(texts), hidden) in fp32 on the CPU."""
+        out = torch.empty(len(texts), self.model.head.in_features)
+        for chunk, batch in length_sorted_batches(
+            self.tokenizer, texts, self.sub_batch, self.max_length
+        ):
+            pooled = self.model.embed(
+                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            )
+            out[chunk] = pooled.float().cpu()
+        return out
+
+    @torch.inference_mode()
     def predict(self, texts: list[str]) -> list[TextPrediction]:
         if not texts:
             return []
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        ids: list[list[int]] = encoded["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        ids = token_ids(self.tokenizer, texts, self.max_length)
         out: list[TextPrediction | None] = [None] * len(texts)
-        for start in range(0, len(order), self.sub_batch):
-            chunk = order[start : start + self.sub_batch]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+        for chunk, batch in length_sorted_batches(self.tokenizer, texts, self.sub_batch, ids=ids):
             input_ids = batch["input_ids"].to(self.device)
             mask = batch["attention_mask"].to(self.device)
             pooled = self.model.embed(input_ids, mask)

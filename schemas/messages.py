@@ -285,13 +285,14 @@ class JobStatus(Message):
     """Progress and outcome of a train job, on ``train-status``. Key: the job's task key.
 
     ``started`` and ``progress`` may repeat (one per attempt); a job ends with exactly one
-    of ``finished`` (at least one adapter promoted), ``rejected`` (the gate said no) or
-    ``failed`` (every attempt failed; the live model is untouched).
+    of ``finished`` (at least one adapter promoted), ``rejected`` (the gate said no),
+    ``superseded`` (a newer drift made its data stale; whatever it promoted before that stays)
+    or ``failed`` (every attempt failed; the live model is untouched).
     """
 
     job_id: Id
     tasks: list[TaskName] = Field(min_length=1, max_length=8)
-    state: Literal["started", "progress", "finished", "rejected", "failed"]
+    state: Literal["started", "progress", "finished", "rejected", "superseded", "failed"]
     attempt: int = Field(ge=1, le=100)
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
     message: str | None = Field(default=None, max_length=2048)

@@ -216,7 +216,7 @@ async def _announce_job_ends(t: Topology, records: list[Any]) -> None:
             status = JobStatus.from_bytes(record.value)
         except DecodeError:
             continue  # information only; the trainer validates what it writes
-        if status.state not in ("finished", "rejected", "failed"):
+        if status.state not in ("finished", "rejected", "superseded", "failed"):
             continue
         for task in status.tasks:
             notice = {

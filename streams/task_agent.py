@@ -69,6 +69,9 @@ class TaskAgent:
             holdout_fraction=s.holdout_fraction,
             rehearsal_fraction=s.rehearsal_fraction,
             rehearsal_windows=s.rehearsal_windows,
+            drift_min_examples=s.drift_min_examples,
+            regime_max_examples=s.regime_max_examples,
+            on_drift=s.train_on_drift,
         )
         self.monitors: dict[str, DriftMonitor] = {}
         self._replay_marks: dict[str, deque[tuple[int, int]]] = {}

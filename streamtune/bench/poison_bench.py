@@ -1,10 +1,11 @@
 """``streamtune bench poison``: a feedback source flips 30% of its labels; does the per-source
 trust estimate keep the adapter as good as one trained on clean feedback?
 
-TFNS train rows are dealt to three feedback sources (``desk-a``, ``desk-b``, ``desk-c``);
+TFNS train rows (less the gate's anchor rows) are dealt to three feedback sources (``desk-a``, ``desk-b``, ``desk-c``);
 ``desk-c`` flips 30% of its labels to another label. Each example carries the seed model's
 prediction, as the worker's join gives it. Four adapters train from the same seed head with
-the same settings, and are scored on the clean TFNS valid set:
+the same settings, and are scored on the same 800 clean TFNS valid rows (defaults: 600 train
+rows, 1 epoch, so the whole run takes a few CPU minutes):
 
 - ``clean``: every source honest (the baseline);
 - ``undefended``: desk-c poisoned, every source trained on (``source_trust_min=0``);
@@ -18,21 +19,24 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 
-from models.artifact import LoraSpec
 from models.loader import LoadedBase, load_base
 from models.metrics import accuracy
-from models.training import TaskData, TrainConfig, export_task_adapter, lora_tensors, train
+from models.seed import split_seed_data
+from models.training import TaskData, export_task_adapter, lora_tensors, train
 from schemas.messages import LabelledExample
 from streamtune.bench.train_bench import _load
 from streamtune.core.settings import Settings
+from streamtune.train.config import lora_spec, train_config
 from streamtune.train.dataset import drop_untrusted_sources
 
 TASK = "tfns-sentiment"
 SOURCES = ("desk-a", "desk-b", "desk-c")
 POISONED = "desk-c"
 FLIP_RATE = 0.3
+HOLDOUT_ROWS = 800  # a fixed random sample of TFNS valid: 5 evaluations stay cheap on a CPU
 
 
 def _examples(
@@ -63,18 +67,9 @@ def _score(
     base: LoadedBase, settings: Settings, examples: list[LabelledExample],
     valid: tuple[list[str], list[int]], epochs: int,
 ) -> float:  # fmt: skip
-    seed = base.seed(TASK)
-    _, head, _ = lora_tensors(seed)
-    spec = LoraSpec(
-        r=settings.train_lora_r, lora_alpha=settings.train_lora_alpha,
-        lora_dropout=settings.train_lora_dropout, target_modules=settings.lora_targets(),
-    )  # fmt: skip
-    config = TrainConfig(
-        epochs=epochs, batch_size=settings.train_batch_size, learning_rate=settings.train_learning_rate,
-        weight_decay=settings.train_weight_decay, max_length=settings.train_max_length, seed=settings.train_seed,
-        validation_fraction=settings.train_validation_fraction, patience=settings.train_patience,
-        bf16=settings.train_bf16,
-    )  # fmt: skip
+    _, head, _ = lora_tensors(base.seed(TASK))
+    spec = lora_spec(settings, base.encoder)
+    config = train_config(settings, epochs=epochs)
     data = TaskData(TASK, 3, [e.text for e in examples], [e.label for e in examples], head)
     result = train(
         base.encoder, base.tokenizer, [data], spec=spec, config=config, device=base.device
@@ -89,13 +84,15 @@ def _score(
 def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     began = time.perf_counter()
     base = load_base(settings)
-    rows = getattr(args, "rows", None) or 1500
-    epochs = getattr(args, "epochs", None) or 2
-    texts, labels = _load(settings.data_dir / "tfns" / "train.csv")
+    rows = getattr(args, "rows", None) or 600
+    epochs = getattr(args, "epochs", None) or 1
+    (texts, labels), _ = split_seed_data(TASK, settings.data_dir)  # TFNS train less anchors
     order = list(range(len(texts)))
     random.Random(0).shuffle(order)  # noqa: S311
     texts, labels = [texts[i] for i in order[:rows]], [labels[i] for i in order[:rows]]
-    valid = _load(settings.data_dir / "tfns" / "valid.csv")
+    valid_x, valid_y = _load(settings.data_dir / "tfns" / "valid.csv")
+    picked = random.Random(1).sample(range(len(valid_x)), min(HOLDOUT_ROWS, len(valid_x)))  # noqa: S311
+    valid = ([valid_x[i] for i in picked], [valid_y[i] for i in picked])
     seed_model = base.predictor(base.seed(TASK), task=TASK, version="base")
     predicted = [p.label for p in seed_model.predict(texts)]
     dealt = [SOURCES[i % len(SOURCES)] for i in range(rows)]
@@ -106,12 +103,12 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     defended, _, verdicts = drop_untrusted_sources(settings, poisoned, [])
     kept_alone, _, alone_verdicts = drop_untrusted_sources(settings, alone, [])
 
-    acc = {
-        "clean": _score(base, settings, clean, valid, epochs),
-        "undefended": _score(base, settings, poisoned, valid, epochs),
-        "defended": _score(base, settings, defended, valid, epochs),
-        "single": _score(base, settings, kept_alone, valid, epochs),
-    }
+    acc = {}
+    for name, examples in (
+        ("clean", clean), ("undefended", poisoned), ("defended", defended), ("single", kept_alone),
+    ):  # fmt: skip
+        acc[name] = _score(base, settings, examples, valid, epochs)
+        print(f"bench poison: {name} accuracy {acc[name]:.4f}", file=sys.stderr, flush=True)
     base_acc = accuracy(valid[1], [p.label for p in seed_model.predict(valid[0])])
     loss = round(100 * (acc["clean"] - acc["defended"]), 2)
     return {
@@ -120,7 +117,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         "epochs": epochs,
         "flip_rate": FLIP_RATE,
         "poisoned_source": POISONED,
-        "holdout": f"tfns valid ({len(valid[0])} clean rows)",
+        "holdout": f"tfns valid, {len(valid[0])} clean rows",
         "base_accuracy": round(base_acc, 4),
         "clean_accuracy": round(acc["clean"], 4),
         "undefended_accuracy": round(acc["undefended"], 4),
