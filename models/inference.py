@@ -18,7 +18,6 @@ from models.batching import length_sorted_batches, token_ids
 from models.classifier import TextClassifier
 
 Precision = Literal["fp32", "bf16", "int8"]
-SKETCH_DIM = 8
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,6 @@ class TextPrediction:
     label: int
     probs: list[float]
     token_count: int
-    sketch: list[float]
 
 
 def quantize_int8(model: TextClassifier) -> TextClassifier:
@@ -69,12 +67,6 @@ class Predictor:
         self.precision = precision
         self.max_length = max_length
         self.sub_batch = sub_batch
-        hidden = model.head.in_features if hasattr(model.head, "in_features") else 384
-        # A fixed random projection: a small, comparable summary of the input for drift stats.
-        generator = torch.Generator().manual_seed(1234)
-        self._sketch = (torch.randn(hidden, SKETCH_DIM, generator=generator) / hidden**0.5).to(
-            device
-        )
 
     def warm_up(self) -> float:
         """Run two tiny batches so the first real batch pays no one-off costs; returns seconds."""
@@ -106,13 +98,11 @@ class Predictor:
             mask = batch["attention_mask"].to(self.device)
             pooled = self.model.embed(input_ids, mask)
             probs = torch.softmax(self.model.head(pooled).float(), dim=-1).cpu()
-            sketches = (pooled.float() @ self._sketch).cpu()
             labels = probs.argmax(dim=-1).tolist()
             for row, index in enumerate(chunk):
                 out[index] = TextPrediction(
                     label=labels[row],
                     probs=[round(p, 6) for p in probs[row].tolist()],
                     token_count=len(ids[index]),
-                    sketch=[round(s, 4) for s in sketches[row].tolist()],
                 )
         return out  # type: ignore[return-value]

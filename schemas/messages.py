@@ -74,8 +74,17 @@ class Prediction(Message):
     model_id: ShortStr
     latency_ms: float = Field(ge=0.0, le=3_600_000.0)
     ts_ms: TimestampMs
-    token_count: int | None = Field(default=None, ge=0, le=100_000)
-    embedding_sketch: list[float] | None = Field(default=None, max_length=64)
+    token_count: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="the serving tokenizer's token count; the worker's input-drift statistic",
+    )
+    embedding_sketch: list[float] | None = Field(
+        default=None,
+        max_length=64,
+        description="deprecated and unused: accepted for compatibility, no longer sent or read",
+    )
 
     @model_validator(mode="after")
     def _probs_match_task(self) -> Prediction:
