@@ -11,6 +11,8 @@ from models.signing import Keyring, Signer, generate_keypair
 from schemas import AdapterManifest
 from streamtune.core.settings import Settings
 
+pytestmark = pytest.mark.security
+
 
 def _manifest(**fields) -> AdapterManifest:
     blob = b"adapter"
