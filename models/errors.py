@@ -9,7 +9,8 @@ class AdapterRejected(StreamtuneError, ValueError):
     """An adapter failed verification or a compatibility check; the live model stays.
 
     ``kind`` is a short code: ``tampered``, ``unsigned``, ``unknown_key``, ``bad_signature``,
-    ``incompatible``, ``malformed`` or ``non_finite``.
+    ``incompatible``, ``malformed``, ``non_finite`` or ``stale`` (a replayed manifest older than
+    the live one: see ``streamtune.model_updates.sequence``).
     """
 
     def __init__(self, kind: str, reason: str) -> None:

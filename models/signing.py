@@ -1,7 +1,9 @@
 """Ed25519 signing of adapter manifests, and the keyring of trusted trainer keys.
 
 The signature covers every manifest field except the signature itself and the inline
-payload; the payload is covered through its sha256, which the consumer recomputes.
+payload; the payload is covered through its sha256, which the consumer recomputes. It also
+covers the manifest's ``sequence`` (see :mod:`models.sequence`), so a replayed old manifest
+cannot pass for a newer one.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -41,8 +43,14 @@ def key_id_of(public: Ed25519PublicKey) -> str:
 
 
 def signing_payload(manifest: AdapterManifest) -> bytes:
-    """The canonical bytes a signature covers."""
-    fields = manifest.model_dump(mode="json", exclude=_UNSIGNED_FIELDS)
+    """The canonical bytes a signature covers.
+
+    ``sequence`` is signed when set; a manifest without it (sequence 0, signed before the
+    field existed) is covered by exactly the bytes it was signed over then, so it still
+    verifies.
+    """
+    excluded = _UNSIGNED_FIELDS | ({"sequence"} if manifest.sequence == 0 else set())
+    fields = manifest.model_dump(mode="json", exclude=excluded)
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 

@@ -241,6 +241,16 @@ class AdapterManifest(Message):
     job_id: Id | None = Field(
         default=None, description="the train job that produced it; absent for manual publishes"
     )
+    sequence: int = Field(
+        default=0,
+        ge=0,
+        le=(1 << 62),
+        description=(
+            "signed, strictly increasing per task: consumers reject a live manifest older than "
+            "the one they serve, so replaying an old one cannot roll back; absent (0) in "
+            "manifests signed before the field existed"
+        ),
+    )
 
     @model_validator(mode="after")
     def _transfer_consistent(self) -> AdapterManifest:

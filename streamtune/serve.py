@@ -330,7 +330,9 @@ class Server:
                 producer,
                 task,
                 manifest.version,
-                AdapterRejected("malformed", update.problem or "no payload"),
+                AdapterRejected(
+                    "stale" if update.stale else "malformed", update.problem or "no payload"
+                ),
             )
             return
         try:

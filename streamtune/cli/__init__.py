@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from schemas.base import describe
 from streamtune.cli import (
+    acls,
     bench,
     bootstrap,
     demo,
@@ -30,7 +31,7 @@ from streamtune.cli import (
 from streamtune.core.errors import StreamtuneError
 
 #: Command groups in the order ``--help`` lists them.
-GROUPS = (kafka, schemas, replay, demo, bootstrap, serve, train, worker, monitor, bench)
+GROUPS = (kafka, schemas, replay, demo, bootstrap, serve, train, worker, monitor, acls, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "adapt": "streamtune.bench.adapt_bench:run",
     "stream": "streamtune.bench.stream_bench:run",
     "drift": "streamtune.bench.drift_bench:run",
+    "poison": "streamtune.bench.poison_bench:run",
 }
 
 

@@ -112,7 +112,10 @@ def register(sub: Any) -> None:
     add_connection_options(adapters)
     adapters.set_defaults(func=cmd_adapters)
 
-    rb = sub.add_parser("rollback", help="make an earlier signed adapter live again")
+    rb = sub.add_parser(
+        "rollback",
+        help="make an earlier adapter live again: signs it anew (trainer key) with a new sequence",
+    )
     rb.add_argument("task")
     rb.add_argument(
         "--to", help="version to restore (default: the live one's parent; 'base' = no adapter)"

@@ -9,6 +9,8 @@ The defaults work against the local broker that ``streamtune kafka start`` runs.
 '127.0.0.1:19092'
 >>> Settings(sasl_password="hunter2").sasl_password
 SecretStr('**********')
+>>> "hunter2" in repr(Settings(sasl_password="hunter2"))  # secrets never print
+False
 """
 
 from __future__ import annotations
@@ -38,14 +40,29 @@ class Settings(BaseSettings):
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
+    sasl_username: str | None = Field(None, description="SASL user this process logs in as")
     sasl_password: SecretStr | None = Field(None, description="prefer sasl_password_file")
     sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    ssl_cafile: Path | None = Field(None, description="PEM CA bundle that signed the broker")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for mTLS")
+    ssl_keyfile: Path | None = Field(None, description="client private key (PEM), for mTLS")
+    ssl_key_password: SecretStr | None = Field(None, description="password of ssl_keyfile")
+    ssl_check_hostname: bool = Field(
+        True, description="check the broker certificate names the host connected to"
+    )
     client_id: str = "streamtune"
     request_timeout_ms: int = Field(30_000, ge=1000)
+
+    # --- Authorisation (`streamtune acls`): the principal each role logs in as -------------
+    acl_producer_principal: str = Field(
+        "User:producer", description="writes interactions and feedback (replay, the app)"
+    )
+    acl_worker_principal: str = Field("User:worker", description="the Faust stream worker")
+    acl_serve_principal: str = Field("User:serve", description="serve replicas")
+    acl_trainer_principal: str = Field(
+        "User:trainer", description="trainer workers and `streamtune rollback`"
+    )
+    acl_monitor_principal: str = Field("User:monitor", description="read-only dashboards")
 
     # --- Topics -------------------------------------------------------------------------
     topic_prefix: str = Field("", description="prepended to every topic name (e.g. per tenant)")
@@ -160,6 +177,19 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="anchor-set accuracy the new adapter may lose (a real shift is a trade)",
+    )
+    source_trust_min: float = Field(
+        0.85,
+        ge=0.0,
+        le=1.0,
+        description="drop a feedback source whose agreement, relative to the other sources', "
+        "falls below this (0: keep all)",
+    )
+    source_trust_prior: float = Field(
+        20.0,
+        ge=0.0,
+        le=10_000,
+        description="examples' worth of prior pulling a source to its peers",
     )
     gate_anchor_size: int = Field(
         600, ge=10, le=100_000, description="examples in each task's anchor set (at most 600)"
@@ -322,6 +352,14 @@ class Settings(BaseSettings):
                 f"security_protocol {self.security_protocol} needs STREAMTUNE_SASL_MECHANISM "
                 "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
             )
+        if self.security_protocol.startswith("SASL") and not self.sasl_username:
+            raise ConfigError(
+                f"security_protocol {self.security_protocol} needs STREAMTUNE_SASL_USERNAME"
+            )
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            raise ConfigError(
+                "set STREAMTUNE_SASL_PASSWORD or STREAMTUNE_SASL_PASSWORD_FILE, not both"
+            )
         if self.kafka_port == self.kafka_controller_port:
             raise ConfigError("kafka_port and kafka_controller_port must differ")
         return self
@@ -366,6 +404,33 @@ class Settings(BaseSettings):
                 ) from None
         return self.sasl_password.get_secret_value() if self.sasl_password else None
 
+    def ssl_context(self) -> Any:
+        """The TLS context for SSL and SASL_SSL: verifies the broker against ``ssl_cafile``
+        (the system CAs when unset) and presents the client certificate when one is set."""
+        from aiokafka.helpers import create_ssl_context
+
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{name} {path} is not a readable file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError(
+                "set both STREAMTUNE_SSL_CERTFILE and STREAMTUNE_SSL_KEYFILE, or neither"
+            )
+        try:
+            context = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+                password=self.ssl_key_password.get_secret_value()
+                if self.ssl_key_password
+                else None,
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"cannot build the TLS context: {exc}") from None
+        context.check_hostname = self.ssl_check_hostname
+        return context
+
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Connection and security keyword arguments shared by every aiokafka client."""
         kwargs: dict[str, Any] = {
@@ -375,13 +440,7 @@ class Settings(BaseSettings):
             "request_timeout_ms": self.request_timeout_ms,
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            kwargs["ssl_context"] = create_ssl_context(
-                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
-                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
-                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
-            )
+            kwargs["ssl_context"] = self.ssl_context()
         if self.security_protocol.startswith("SASL"):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username

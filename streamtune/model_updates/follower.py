@@ -1,8 +1,11 @@
 """Follow ``model-updates``: every replica reads it whole, outside any consumer group.
 
 ``catch_up()`` returns the newest live update per task present at start-up; ``poll()``
-returns live updates as they arrive afterwards. Updates are not yet verified: the caller
-checks signature and hash before loading (``models.loader``).
+returns live updates as they arrive afterwards. Payloads are not yet verified: the caller
+checks signature and hash before loading (``models.loader``). The follower checks manifest
+signatures only to keep the per-task sequence floor (``sequence``): a signature-valid live
+manifest older than the newest one seen is handed on as ``stale``, never as a live update,
+so a replayed old manifest cannot roll a consumer back.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from models.errors import AdapterRejected
+from models.signing import Keyring, load_keyring
 from schemas import limits
 from schemas.base import DecodeError
 from schemas.messages import AdapterChunk, AdapterManifest
@@ -22,6 +27,7 @@ from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
 from streamtune.model_updates.history import fetch_chunks
 from streamtune.model_updates.records import AdapterNotFound, decode_manifest
+from streamtune.model_updates.sequence import SequenceFloor
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,8 @@ class Update:
     task: str
     manifest: AdapterManifest | None
     blob: bytes | None
-    problem: str | None = None  # why the payload could not be assembled
+    problem: str | None = None  # why the payload could not be assembled, or why it is stale
+    stale: bool = False  # signed, but older than the newest live manifest: a replay
 
 
 class _ChunkBuffer:
@@ -77,9 +84,17 @@ class UpdatesFollower:
     """
 
     def __init__(
-        self, settings: Settings, tasks: list[str], *, buffer_bytes: int = 64 * 1024 * 1024
+        self,
+        settings: Settings,
+        tasks: list[str],
+        *,
+        buffer_bytes: int = 64 * 1024 * 1024,
+        keyring: Keyring | None = None,
     ) -> None:
         self.settings = settings
+        self.keyring = keyring if keyring is not None else load_keyring(settings)
+        self.floor = SequenceFloor()
+        self.stale_records = 0
         self.tasks = set(tasks)
         self.topic = settings.topic(MODEL_UPDATES)
         self.buffer = _ChunkBuffer(buffer_bytes)
@@ -110,7 +125,8 @@ class UpdatesFollower:
         latest: dict[str, Update] = {}
         while any([await self.consumer.position(tp) < ends[tp] for tp in self.partitions]):
             for update in await self.poll(timeout_ms=200):
-                latest[update.task] = update
+                if not update.stale:  # a replay seen while catching up changes nothing
+                    latest[update.task] = update
         return latest
 
     async def poll(self, timeout_ms: int = 500) -> list[Update]:
@@ -147,6 +163,11 @@ class UpdatesFollower:
             return None
         if manifest.task != name or manifest.task not in self.tasks:
             return None
+        stale = self._stale(manifest)
+        if stale is not None:
+            self.stale_records += 1
+            log.warning("ignoring a replayed adapter manifest: %s", stale)
+            return Update(name, manifest, None, stale, stale=True)
         if manifest.transfer == "inline":
             try:
                 blob = base64.b64decode(manifest.payload_b64 or "", validate=True)
@@ -160,3 +181,15 @@ class UpdatesFollower:
             except AdapterNotFound as exc:
                 return Update(name, manifest, None, str(exc))
         return Update(name, manifest, blob)
+
+    def _stale(self, manifest: AdapterManifest) -> str | None:
+        """Why a live manifest is a replay, or None. Only a signature-valid manifest moves the
+        floor: a forged one with a huge sequence cannot lock out the real ones."""
+        try:
+            self.keyring.verify(manifest)
+        except AdapterRejected:
+            return None  # the consumer rejects it on its own, with the reason
+        reason = self.floor.check(manifest.task, manifest.sequence, manifest.version)
+        if reason is None:
+            self.floor.advance(manifest.task, manifest.sequence, manifest.version)
+        return reason

@@ -6,19 +6,23 @@ import base64
 
 from aiokafka import AIOKafkaProducer
 
+from models.signing import Signer, load_signer
 from schemas import limits
 from schemas.base import DecodeError
+from schemas.fields import now_ms
 from schemas.messages import SEED_VERSION, AdapterChunk, AdapterManifest
 from schemas.topics import MODEL_UPDATES
 from streamtune.core.clients import make_admin
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import read_topic
+from streamtune.model_updates.publisher import event, publish_event
 from streamtune.model_updates.records import (
     AdapterNotFound,
     chunk_key,
     decode_manifest,
     history_key,
 )
+from streamtune.model_updates.sequence import clock_us, next_sequence
 
 
 async def _scan(settings: Settings) -> list[tuple[str, bytes | None]]:
@@ -62,9 +66,13 @@ async def fetch_chunks(settings: Settings, manifest: AdapterManifest) -> bytes:
 async def history(
     settings: Settings, task: str
 ) -> tuple[list[AdapterManifest], AdapterManifest | None]:
-    """(every published manifest of ``task`` oldest first, the live one)."""
+    """(every published manifest of ``task`` oldest first, the live one).
+
+    A live record older (by sequence) than one before it is a replay that consumers reject,
+    so it does not count as live here either."""
     versions: dict[str, AdapterManifest] = {}
     live = None
+    floor = 0
     for key, value in await _scan(settings):
         if key == task and value is None:
             live = None  # rolled back to base
@@ -75,7 +83,8 @@ async def history(
         if isinstance(manifest, str) or manifest.task != task:
             continue
         if key == task:
-            live = manifest
+            if manifest.sequence >= floor:
+                live, floor = manifest, manifest.sequence
         elif key == history_key(task, manifest.version):
             versions.pop(manifest.version, None)  # re-insert: keep publication order
             versions[manifest.version] = manifest
@@ -83,9 +92,19 @@ async def history(
 
 
 async def rollback(
-    producer: AIOKafkaProducer, settings: Settings, task: str, to_version: str | None
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    task: str,
+    to_version: str | None,
+    *,
+    signer: Signer | None = None,
 ) -> AdapterManifest | None:
-    """Republish an earlier signed manifest as the live one (default: the live one's parent).
+    """Make an earlier adapter live again (default: the live one's parent), on purpose.
+
+    A rollback is a new signed act: the earlier manifest is signed anew (``signer``, default
+    the trainer key from settings) with a sequence above every one published for the task,
+    so consumers, which reject a live manifest older than the one they serve, accept it.
+    Re-sending the old signed bytes would be rejected as a replay.
 
     Rolling back to ``base`` writes a tombstone on the task's key: consumers return to the
     seed model, and compaction eventually forgets the key. Returns the manifest made live
@@ -106,9 +125,19 @@ async def rollback(
         raise AdapterNotFound(
             f"no published version {target_version!r} of {task!r} (published: {known})"
         )
-    target = by_version[target_version]
-    # The same signed bytes: consumers verify it exactly as when it was first published.
+    signer = signer or load_signer(settings)
+    highest = max([live.sequence, *(m.sequence for m in published)])
+    created = now_ms()
+    # The old blob (same version, sha256 and payload), a new sequence and signature.
+    target = signer.sign(
+        by_version[target_version].model_copy(
+            update={"sequence": next_sequence(highest, clock_us()), "created_ts_ms": created}
+        )
+    )
     await producer.send_and_wait(
         settings.topic(MODEL_UPDATES), target.to_bytes(), key=task.encode()
+    )
+    await publish_event(
+        producer, settings, event(task, target.version, "rolled_back", settings.client_id)
     )
     return target

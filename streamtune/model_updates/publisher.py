@@ -12,6 +12,7 @@ from schemas.messages import AdapterChunk, AdapterEvent, AdapterManifest
 from schemas.topics import MODEL_EVENTS, MODEL_UPDATES
 from streamtune.core.settings import Settings
 from streamtune.model_updates.records import chunk_key, history_key, split_payload
+from streamtune.model_updates.sequence import clock_us, next_sequence
 
 
 async def publish_adapter(
@@ -70,8 +71,12 @@ async def sign_and_publish(
     metrics: dict[str, float] | None = None,
     library_versions: dict[str, str] | None = None,
     job_id: str | None = None,
+    previous_sequence: int = 0,
 ) -> AdapterManifest:
-    """Describe, sign and publish an adapter blob; returns the signed manifest."""
+    """Describe, sign and publish an adapter blob; returns the signed manifest.
+
+    Its ``sequence`` is the clock in µs, and above ``previous_sequence`` (the live one's)."""
+    created = now_ms()
     unsigned = AdapterManifest(
         task=task,
         version=version,
@@ -81,13 +86,14 @@ async def sign_and_publish(
         sha256=hashlib.sha256(blob).hexdigest(),
         size_bytes=len(blob),
         metrics=metrics or {},
-        created_ts_ms=now_ms(),
+        created_ts_ms=created,
         key_id="-",
         signature_b64="-",
         transfer="chunked",
         chunks=1,
         library_versions=library_versions or {},
         job_id=job_id,
+        sequence=next_sequence(previous_sequence, clock_us()),
     )
     manifest, chunks = split_payload(unsigned, blob, settings)
     signed = signer.sign(manifest)  # type: ignore[attr-defined]

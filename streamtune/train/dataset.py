@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.source_trust import SourceTrust, estimate_trust
 from models.training import TaskData
 from schemas.base import DecodeError
 from schemas.messages import LabelledExample, OffsetRange, TrainJob
@@ -89,6 +90,7 @@ async def job_data(settings: Settings, job: TrainJob) -> JobData:
     rehearsal_read = await read_ranges(settings, topic, job.rehearsal_ranges, tasks)
     holdout_read = await read_ranges(settings, topic, job.holdout_ranges, tasks)
     datasets, holdouts = [], {}
+    notes: list[str] = []
     for task in job.tasks:
         held = holdout_read.by_task(task)
         fresh = [
@@ -98,6 +100,10 @@ async def job_data(settings: Settings, job: TrainJob) -> JobData:
         taken = {e.interaction_id for e in fresh} | set(holdout_read.examples)
         older = [e for e in rehearsal_read.by_task(task) if e.interaction_id not in taken]
         examples = fresh + older
+        # --- security (issue 12): poisoning defence, see models/source_trust.py ---
+        examples, held, verdicts = drop_untrusted_sources(settings, examples, held)
+        notes += [f"{task}: {v.describe()}" for v in verdicts if not v.kept]
+        # --- end security ---
         if len(examples) < settings.train_min_valid_examples:
             first = f"; first: {train_read.first_error}" if train_read.first_error else ""
             raise JobError(
@@ -122,5 +128,27 @@ async def job_data(settings: Settings, job: TrainJob) -> JobData:
         f"{sum(len(rehearsal_read.by_task(t)) for t in job.tasks)} rehearsal) and "
         f"{sum(len(h[0]) for h in holdouts.values())} holdout examples; skipped "
         f"{train_read.corrupt + holdout_read.corrupt} corrupt, {train_read.duplicates} duplicates"
+        + "".join(f"; {note}" for note in notes)
     )
     return JobData(datasets, holdouts, summary)
+
+
+def drop_untrusted_sources(
+    settings: Settings, train: list[LabelledExample], holdout: list[LabelledExample]
+) -> tuple[list[LabelledExample], list[LabelledExample], list[SourceTrust]]:
+    """Drop the examples of feedback sources whose labels the other sources and the live
+    model contradict too often (``models.source_trust``), from training and holdout alike,
+    so a poisoned source neither trains the adapter nor sways the gate."""
+    verdicts = estimate_trust(
+        ((e.source, e.label, e.predicted_label, e.text) for e in (*train, *holdout)),
+        min_trust=settings.source_trust_min,
+        prior_strength=settings.source_trust_prior,
+    )
+    dropped = {source for source, verdict in verdicts.items() if not verdict.kept}
+    if not dropped:
+        return train, holdout, list(verdicts.values())
+    return (
+        [e for e in train if e.source not in dropped],
+        [e for e in holdout if e.source not in dropped],
+        list(verdicts.values()),
+    )

