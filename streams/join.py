@@ -46,6 +46,7 @@ from typing import Any
 
 from schemas.codec import dead_letter
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
+from streams.sightings import PredictedText
 
 #: Counters kept per partition, in the order ``streamtune worker status`` prints them.
 COUNTERS = (
@@ -93,6 +94,8 @@ class JoinConfig:
 
     ttl_ms: int
     prediction_wait_ms: int
+    #: Tasks whose interactions are reported with their predictions (for alerting).
+    pair_tasks: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -150,6 +153,7 @@ class JoinPartition:
         self._labelled: list[LabelledExample] = []
         self._dead: list[DeadLetter] = []
         self._obs: dict[str, TaskObservations] = {}
+        self._paired: list[PredictedText] = []
         for key, entry in list(store.items()):
             if isinstance(entry, dict) and entry.get("pt") == partition and "dl" in entry:
                 self._heap.append((entry["dl"], key))
@@ -172,7 +176,11 @@ class JoinPartition:
         elif self._conflicts(entry, msg, self.interactions_topic, offset):
             return
         entry["i"] = {"task": msg.task, "text": msg.text, "ts": msg.ts_ms, "at": self.stream_time}
+        if msg.entity:
+            entry["i"]["e"] = msg.entity
         entry["oi"] = offset
+        if "p" in entry:
+            self._pair(key, entry)
         self._observe(msg.task).inputs.append(input_tokens(msg.text))
         if "f" in entry:
             self._complete(key, entry)
@@ -202,6 +210,8 @@ class JoinPartition:
             return
         entry["p"] = [msg.label, msg.adapter_version, msg.confidence, msg.task]
         entry["op"] = offset
+        if "i" in entry:
+            self._pair(key, entry)
         if entry["s"] == HELD:
             self._emit(key, entry)
         else:
@@ -274,6 +284,11 @@ class JoinPartition:
             )
             self.labelled_next = max(self.labelled_next, offset + 1)
 
+    def take_paired(self) -> list[PredictedText]:
+        """Interactions of ``pair_tasks`` met by their prediction since the last call."""
+        out, self._paired = self._paired, []
+        return out
+
     def take_dead_letters(self) -> list[DeadLetter]:
         out, self._dead = self._dead, []
         return out
@@ -308,6 +323,22 @@ class JoinPartition:
             entry["s"] = HELD
             entry["dl"] = entry["i"]["at"] + self.config.prediction_wait_ms
             self._put(key, entry)
+
+    def _pair(self, key: str, entry: dict[str, Any]) -> None:
+        interaction, prediction = entry["i"], entry["p"]
+        if interaction["task"] in self.config.pair_tasks:
+            self._paired.append(
+                PredictedText(
+                    interaction_id=key,
+                    task=interaction["task"],
+                    text=interaction["text"],
+                    entity=interaction.get("e"),
+                    label=prediction[0],
+                    confidence=prediction[2],
+                    adapter_version=prediction[1],
+                    ts_ms=interaction["ts"],
+                )
+            )
 
     def _emit(self, key: str, entry: dict[str, Any]) -> None:
         interaction, feedback, prediction = entry["i"], entry["f"], entry.get("p")
