@@ -5,22 +5,24 @@ older than ``window_ms``), each weighted by the prediction's confidence. A sight
 leaves the window folds into the entity's own baseline: exponentially weighted shares of
 each sentiment over about ``baseline_events`` sightings, started from a weak prior.
 
-For each watched sentiment (bearish, bullish) the window's weighted share ``p`` is tested
-against the baseline share ``p0`` with a one-sided binomial z-test, on the window's
-effective size ``n`` (Kish: ``(sum w)^2 / sum w^2``)::
+For each watched sentiment (bearish, bullish) a one-sided Bernoulli CUSUM asks whether
+the entity's share rose from its baseline ``p0`` to ``p0 + min_lift``: each sighting adds
+its confidence times the log-likelihood ratio of the two shares, and the sum never goes
+below zero (Page's CUSUM). It accumulates a sustained rise quickly and forgets noise.
 
-    z = (p - p0) / sqrt(p0 (1 - p0) / n)
-
-A surge starts when ``z >= z_fire``, ``p - p0 >= min_lift``, the window holds at least
-``min_events`` and the baseline at least ``min_baseline_events``. It is one surge until
-``z`` falls below ``z_clear`` (hysteresis): one alert, with an id derived from the
-sighting that fired it, so a replay after a crash repeats the same id. A new surge of the
-same entity and sentiment alerts again only ``cooldown_ms`` after the last alert.
+A surge starts when the CUSUM reaches ``h_fire``, the window's weighted share ``p`` is at
+least ``min_lift`` above ``p0``, the window holds at least ``min_events`` and the baseline
+at least ``min_baseline_events``. It is one surge until the CUSUM falls below ``h_clear``
+(hysteresis): one alert, with an id derived from the sighting that fired it, so a replay
+after a crash repeats the same id. A new surge of the same entity and sentiment alerts
+again only ``cooldown_ms`` after the last alert. The alert also reports the window's
+binomial z-score against the baseline, ``(p - p0) / sqrt(p0 (1 - p0) / n)`` on the
+window's effective size ``n`` (Kish: ``(sum w)^2 / sum w^2``).
 
 State is bounded: an entity not seen for ``evict_after_ms`` of stream time is forgotten,
 and beyond ``max_entities`` the longest-quiet ones go first. Nothing here talks to Kafka.
 
->>> cfg = AlertConfig(window_events=10, min_events=8, min_baseline_events=20, z_fire=3.0)
+>>> cfg = AlertConfig(window_events=10, min_events=8, min_baseline_events=20, h_fire=3.0)
 >>> book = AlertBook(cfg)
 >>> T = 1_700_000_000_000
 >>> steady = [0, 1, 2, 2, 1] * 8            # 20% bearish, 40% bullish, 40% neutral
@@ -30,7 +32,7 @@ and beyond ``max_entities`` the longest-quiet ones go first. Nothing here talks 
 ...     s = Sighting("ACME", f"i{i}", "tfns-sentiment", f"text {i}", label, 0.9, "v1", T + i)
 ...     fired += [(i, a.kind, a.count) for a in book.observe(s, partition=0, offset=i)]
 >>> fired                                   # one alert, a few sightings into the burst
-[(46, 'bearish_surge', 10)]
+[(44, 'bearish_surge', 10)]
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ class AlertConfig:
     baseline_events: int = 500
     min_baseline_events: int = 50
     min_events: int = 10
-    z_fire: float = 4.0
-    z_clear: float = 2.0
-    min_lift: float = 0.25
+    h_fire: float = 6.0
+    h_clear: float = 1.0
+    min_lift: float = 0.3
     cooldown_ms: int = 1_800_000
     evict_after_ms: int = 86_400_000
     max_entities: int = 10_000
@@ -74,8 +76,8 @@ class AlertConfig:
             baseline_events=s.alert_baseline_events,
             min_baseline_events=s.alert_min_baseline_events,
             min_events=s.alert_min_events,
-            z_fire=s.alert_z,
-            z_clear=min(s.alert_z_clear, s.alert_z),
+            h_fire=s.alert_cusum_h,
+            h_clear=min(s.alert_cusum_clear, s.alert_cusum_h),
             min_lift=s.alert_min_lift,
             cooldown_ms=int(s.alert_cooldown_s * 1000),
             evict_after_ms=int(s.alert_evict_after_s * 1000),
@@ -127,6 +129,7 @@ class EntityState:
     base_total: float = 0.0
     base_events: int = 0
     active: dict[str, bool] = field(default_factory=dict)  # kind -> in a surge
+    cusum: dict[str, float] = field(default_factory=dict)  # kind -> CUSUM statistic
     last_alert: dict[str, int] = field(default_factory=dict)  # kind -> ts of the last alert
     examples: dict[str, list[str]] = field(default_factory=dict)  # label -> newest texts
     adapter_version: str = "base"
@@ -262,6 +265,15 @@ class AlertBook:
             state.base_total = state.base_total * decay + weight
             state.base_events += 1
 
+    def _cusum(self, state: EntityState, kind: str, p0: float, hit: bool, weight: float) -> float:
+        """Bernoulli CUSUM of "share rose from ``p0`` to ``p0 + min_lift``", confidence-weighted."""
+        p1 = min(0.99, p0 + max(self.config.min_lift, 0.05))
+        llr = math.log(p1 / p0) if hit else math.log((1.0 - p1) / (1.0 - p0))
+        value = state.cusum.get(kind, 0.0) + weight * llr
+        value = min(max(0.0, value), 2.0 * self.config.h_fire)  # bounded: a surge clears
+        state.cusum[kind] = round(value, 6)
+        return value
+
     def _test(self, state: EntityState, kind: str, s: Sighting) -> Surge | None:
         cfg = self.config
         label = self.kinds[kind]
@@ -273,14 +285,15 @@ class AlertBook:
             state.base_total + cfg.prior_events
         )
         z = (share - p0) / math.sqrt(p0 * (1.0 - p0) / n_eff)
+        cusum = self._cusum(state, kind, p0, s.label == label, s.confidence)
         if state.active.get(kind):
-            if z < cfg.z_clear:
+            if cusum < cfg.h_clear:
                 state.active[kind] = False
             return None
         if (
             len(state.window) < cfg.min_events
             or state.base_events < cfg.min_baseline_events
-            or z < cfg.z_fire
+            or cusum < cfg.h_fire
             or share - p0 < cfg.min_lift
         ):
             return None

@@ -246,14 +246,14 @@ class Settings(BaseSettings):
     alert_min_events: int = Field(
         10, ge=1, description="minimum volume: sightings in the window before it can alert"
     )
-    alert_z: float = Field(
-        4.0, gt=0, description="fire when the window's share is this many std errors above"
+    alert_cusum_h: float = Field(
+        6.0, gt=0, description="fire when an entity's CUSUM of a sentiment's share reaches this"
     )
-    alert_z_clear: float = Field(
-        2.0, ge=0, description="hysteresis: a surge ends when its z falls below this"
+    alert_cusum_clear: float = Field(
+        1.0, ge=0, description="hysteresis: a surge ends when its CUSUM falls below this"
     )
     alert_min_lift: float = Field(
-        0.25, ge=0, le=1, description="and the share is at least this far above the baseline"
+        0.3, gt=0, le=1, description="the rise in share to detect: the window must be this far up"
     )
     alert_cooldown_s: float = Field(
         1800.0, ge=0, description="at least this long between two alerts of one entity and kind"

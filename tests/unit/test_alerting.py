@@ -17,7 +17,7 @@ from streamtune.core.errors import ConfigError
 
 T = 1_700_000_000_000
 STEADY = [0, 1, 2, 2, 1] * 8  # 20% bearish, 40% bullish
-CFG = AlertConfig(window_events=10, min_events=8, min_baseline_events=20, z_fire=3.0)
+CFG = AlertConfig(window_events=10, min_events=8, min_baseline_events=20, h_fire=3.0)
 
 
 def feed(book: AlertBook, labels: list[int], *, entity: str = "ACME", start: int = 0,
@@ -33,17 +33,17 @@ def feed(book: AlertBook, labels: list[int], *, entity: str = "ACME", start: int
 def test_one_surge_is_one_alert_and_hysteresis_holds_it():
     book = AlertBook(CFG)
     fired = feed(book, STEADY + [0] * 30 + [0, 2] * 5 + [0] * 10)
-    # The surge stays above z_clear for the whole 50 events: one alert only.
-    assert fired == [(46, "bearish_surge")]
+    # The surge stays above h_clear for the whole 50 events: one alert only.
+    assert fired == [(44, "bearish_surge")]
 
 
-def test_hysteresis_a_dip_above_z_clear_is_the_same_surge():
-    # Half bearish between two bearish runs: below z_fire, above a low z_clear.
-    stream = STEADY + [0] * 12 + [0, 2] * 6 + [0] * 12
-    held = AlertBook(AlertConfig(**{**CFG.__dict__, "z_clear": 0.5, "cooldown_ms": 0}))
-    assert [i for i, _ in feed(held, stream)] == [46]
-    none = AlertBook(AlertConfig(**{**CFG.__dict__, "z_clear": 3.0, "cooldown_ms": 0}))
-    assert [i for i, _ in feed(none, stream)] == [46, 71]
+def test_hysteresis_a_short_lull_is_the_same_surge():
+    # Eight neutral sightings inside a bearish run: the CUSUM dips, but not below h_clear.
+    stream = STEADY + [0] * 12 + [2] * 8 + [0] * 12
+    held = AlertBook(AlertConfig(**{**CFG.__dict__, "h_clear": 0.5, "cooldown_ms": 0}))
+    assert [i for i, _ in feed(held, stream)] == [44]
+    none = AlertBook(AlertConfig(**{**CFG.__dict__, "h_clear": 3.0, "cooldown_ms": 0}))
+    assert [i for i, _ in feed(none, stream)] == [44, 66]
 
 
 def test_a_second_surge_after_the_cooldown_alerts_again_but_not_within_it():
