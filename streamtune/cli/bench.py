@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "adapt": "streamtune.bench.adapt_bench:run",
     "stream": "streamtune.bench.stream_bench:run",
     "drift": "streamtune.bench.drift_bench:run",
+    "alerts": "streamtune.bench.alerts_bench:run",
 }
 
 
