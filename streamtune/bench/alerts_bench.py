@@ -36,6 +36,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from schemas.messages import Alert, Interaction, Prediction
 from schemas.topics import ALERTS, INTERACTIONS, PREDICTIONS
 from streams.alerting import AlertConfig
@@ -211,7 +213,7 @@ async def _applied(settings: Settings) -> int:
 
 
 async def _run_pipeline(
-    settings: Settings, stream: Stream, children: dict[str, Child], rate: float
+    settings: Settings, stream: Stream, children: dict[str, Child], rate: float, log_dir: Path
 ) -> tuple[list[int | None], list[tuple[str, str, int]], float]:
     run_id = f"al{secrets.token_hex(3)}"
     began = time.monotonic()
@@ -229,9 +231,15 @@ async def _run_pipeline(
         await asyncio.sleep(2.0)
     seconds = time.monotonic() - began
     labels: list[int | None] = [None] * n
+    confidences: list[float | None] = [None] * n
     for record in await read_topic(settings, settings.topic(PREDICTIONS)):
         p = Prediction.from_bytes(record.value)
-        labels[int(p.interaction_id.rsplit("-", 1)[1])] = p.label
+        event = int(p.interaction_id.rsplit("-", 1)[1])
+        labels[event], confidences[event] = p.label, round(p.confidence, 4)
+    # For a look afterwards: what the model said about each event of the stream.
+    (log_dir / "predictions.json").write_bytes(
+        orjson.dumps({"texts": stream.texts, "labels": labels, "confidences": confidences})
+    )
     fired = []
     for record in await read_topic(settings, settings.topic(ALERTS)):
         alert = Alert.from_bytes(record.value)
@@ -264,7 +272,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         async with scratch_topics(settings, "alerts", serve_tasks=TASK) as scratch:
             children = _start(scratch, log_dir)
             try:
-                return await _run_pipeline(scratch, stream, children, rate)
+                return await _run_pipeline(scratch, stream, children, rate, log_dir)
             finally:
                 for child in children.values():
                     child.stop()
@@ -286,6 +294,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         **{f"baseline_{k}": v for k, v in baseline.items()},
         "rate_per_s": rate,
         "seconds": round(seconds, 1),
+        "logs": str(log_dir),
         "meets_bar": bool(
             (ours["alert_precision"] or 0) >= 0.9
             and ours["alert_recall"] >= 0.9  # type: ignore[operator]

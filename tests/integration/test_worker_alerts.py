@@ -35,7 +35,7 @@ DETECTOR = {
     "alert_window_events": 10,
     "alert_min_events": 8,
     "alert_min_baseline_events": 20,
-    "alert_cusum_h": 3.0,
+    "alert_cusum_h": 4.0,
     "alert_min_lift": 0.3,
 }
 
