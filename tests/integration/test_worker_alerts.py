@@ -132,7 +132,7 @@ def test_one_alert_for_the_burst_none_for_steady_and_none_again_after_kill_9(top
         asyncio.run(delete_prefixed_topics(settings))
     assert [(a.entity, a.kind) for a in alerts] == [("BRST", "bearish_surge")]
     alert = alerts[0]
-    assert alert.count == 10 and alert.share > 0.6 and alert.baseline_share < 0.3
+    assert alert.count == 10 and alert.share - alert.baseline_share >= 0.3
     assert alert.adapter_version == "v-test"
     assert len(alert.examples) == 3 and all(t.startswith("$BRST") for t in alert.examples)
     assert alert.window_start_ts_ms <= alert.window_end_ts_ms
