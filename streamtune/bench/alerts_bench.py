@@ -7,7 +7,8 @@ drawn 80% from that sentiment (the rest neutral), starting at a known event. Eac
 own cashtags are replaced by its ticker's (``$TK07 ...``), so the worker finds the entity
 in the text. Stream time advances one second per event.
 
-The texts go through the real processes: ``streamtune serve`` (the base model answers) and
+The texts go through the real processes (published at up to 100 a second, and never more
+than 150 ahead of serve's answers, so that each ticker's texts keep their order): ``streamtune serve`` (the base model answers) and
 ``streamtune worker`` (join, re-key by entity, surge detector with the default
 ``STREAMTUNE_ALERT_*`` settings). An alert is a true detection when it names a bursting
 ticker and the burst's sentiment and fires within the burst or the 20 sightings after it;
@@ -50,6 +51,7 @@ from streamtune.core.errors import StreamtuneError
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import read_topic
 from streamtune.local_service import Child, settings_env
+from streamtune.scenario.collector import PredictionCollector
 
 TASK = "tfns-sentiment"
 TICKERS = 30
@@ -58,6 +60,7 @@ BURST_EVENTS = 40
 BURST_PURITY = 0.9
 GRACE_EVENTS = 20
 RATE_PER_S = 100.0
+MAX_AHEAD = 150
 SEED = 7
 BEARISH, BULLISH, NEUTRAL = 0, 1, 2
 KIND_LABEL = {"bearish_surge": BEARISH, "bullish_surge": BULLISH}
@@ -184,7 +187,14 @@ def threshold_baseline(
 
 
 async def _send(settings: Settings, stream: Stream, run_id: str, rate: float) -> int:
+    """Publish the stream at ``rate``, never more than ``MAX_AHEAD`` events ahead of serve.
+
+    Serve drains a backlog partition by partition, which would reorder each ticker's
+    texts by hundreds of events; a desk's live stream is answered as it comes.
+    """
     producer = make_producer(settings)
+    answers = PredictionCollector(settings)
+    await answers.start()
     await producer.start()
     base = int(time.time() * 1000) - len(stream.texts) * 1000 - 60_000
     began = time.monotonic()
@@ -201,9 +211,15 @@ async def _send(settings: Settings, stream: Stream, run_id: str, rate: float) ->
             ahead = (i + 1) / rate - (time.monotonic() - began)
             if ahead > 0:
                 await asyncio.sleep(ahead)
+            stalled = time.monotonic() + 300
+            while i + 1 - len(answers.received) > MAX_AHEAD:
+                if time.monotonic() > stalled:
+                    raise StreamtuneError(f"serve answered nothing for 300 s at event {i}")
+                await asyncio.sleep(0.05)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+        await answers.stop()
     return base
 
 
