@@ -179,7 +179,13 @@ class AlertAgent:
             return self.book
         store = self.t.alert_table.data
         book = AlertBook(self.config, store)
-        records = await read_topic(self.t.settings, self.t.alerts)
+        try:
+            records = await read_topic(self.t.settings, self.t.alerts)
+        except Exception as exc:  # the table still dedups; a missing read-back must not stop us
+            log.warning(
+                "alerts: could not read back %s (%s); relying on the table", self.t.alerts, exc
+            )
+            records = []
         restored = 0
         for record in records:
             try:

@@ -201,3 +201,22 @@ def test_webhook_retries_then_delivers_with_the_token_and_dead_letters_what_fail
     assert counts["delivered"] == 1 and counts["retries"] == 1 and counts["failed"] == 1
     assert dead == [("a-2", "HTTP 400 from " + shown.split("'")[1])]
     assert "s3cret" not in shown
+
+
+# --- the benchmark's stream and scoring -------------------------------------------------
+def test_bench_stream_has_bursts_where_it_says_and_scoring_counts_repeats_as_false():
+    from streamtune.bench.alerts_bench import BURST_EVENTS, build_stream, score
+    from streamtune.core.settings import Settings
+
+    stream = build_stream(Settings().data_dir, 4500)
+    assert len(stream.bursts) == 8 and sum(stream.in_burst) == 8 * BURST_EVENTS
+    burst = stream.bursts[0]
+    events = [i for i, t in enumerate(stream.tickers) if t == burst.ticker]
+    first = events[burst.start]
+    assert stream.in_burst[first] and not stream.in_burst[events[burst.start - 1]]
+    assert stream.texts[first].startswith(f"${burst.ticker} ")
+    hit = (burst.ticker, burst.kind, events[burst.start + 9])
+    figures = score(stream, [hit, hit, ("TK99", "bearish_surge", 0)])
+    assert figures["true_alerts"] == 1 and figures["false_alerts"] == 2
+    assert figures["median_detection_delay_events"] == 10
+    assert figures["alert_recall"] == 1 / 8
