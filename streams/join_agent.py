@@ -24,13 +24,16 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
 from faust.types import TP
 
-from schemas.codec import decode
+from schemas.codec import dead_letter, decode
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
+from streams.changelog import ChangelogWriter
 from streams.entities import EntityExtractor
-from streams.join import JoinConfig, JoinPartition, progress_key
+from streams.errors import EventError
+from streams.events import JoinTick
+from streams.join import JoinConfig, JoinPartition
+from streams.join_state import partition_of, progress_key
 from streams.sightings import Sighting
 from streams.topology import Topology
 from streamtune.core.topic_reader import read_partition
@@ -48,6 +51,7 @@ class JoinAgent:
             prediction_wait_ms=int(topology.settings.join_prediction_wait_s * 1000),
             pair_tasks=frozenset({topology.settings.alert_task}),
         )
+        self.changelog = ChangelogWriter(topology.app, topology.join_table)
         self.entities = EntityExtractor.from_csv(topology.settings.alert_entities_file)
         self.parts: dict[int, JoinPartition] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
@@ -61,7 +65,7 @@ class JoinAgent:
         """The partitions moved away: drop their state (Faust recovers it if they return)."""
         store = self.t.join_table.data
         for key, value in list(store.items()):
-            if isinstance(value, dict) and value.get("pt") in partitions:
+            if partition_of(value) in partitions:
                 store.pop(key, None)
         for partition in partitions:
             self.parts.pop(partition, None)
@@ -79,8 +83,10 @@ class JoinAgent:
             part = touched.get(partition) or await self._partition(partition)
             touched[partition] = part
             if topic == self.t.join_ticks:
-                if await self._caught_up(partition):
-                    part.tick(max(orjson.loads(r.value)["ts"] for r in records))
+                ticks = [self._tick(record, dead) for record in records]
+                latest = max((tick.ts_ms for tick in ticks if tick is not None), default=None)
+                if latest is not None and await self._caught_up(partition):
+                    part.tick(latest)
                 continue
             model, handler = self._models[topic]
             apply = getattr(part, handler)
@@ -126,7 +132,7 @@ class JoinAgent:
         pending = []
         for part in parts:
             for task, obs in part.take_observations().items():
-                body = orjson.dumps(obs.to_dict(task))
+                body = obs.to_event(task).to_bytes()
                 pending.append(
                     await producer.send(self.t.task_events, task.encode(), body, None, None, None)
                 )
@@ -159,11 +165,26 @@ class JoinAgent:
             )
         await asyncio.gather(*pending)
         # Step 4: join state, then progress, per partition; Faust flushes before it commits.
-        changelog = self.t.join_table.changelog_topic.get_topic_name()
         for part in parts:
-            for key, value in part.changes().items():
-                body = None if value is None else orjson.dumps(value)
-                await producer.send(changelog, orjson.dumps(key), body, part.partition, None, None)
+            await self.changelog.write(part.partition, part.changes())
+
+    def _tick(self, record: Any, dead: list[DeadLetter]) -> JoinTick | None:
+        """The tick a join-ticks record holds; a bad one is dead-lettered."""
+        try:
+            return JoinTick.parse(record.value)
+        except EventError as exc:
+            dead.append(
+                dead_letter(
+                    record.value or b"",
+                    error="invalid_event",
+                    reason=str(exc),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                )
+            )
+            return None
 
     async def _partition(self, partition: int) -> JoinPartition:
         part = self.parts.get(partition)

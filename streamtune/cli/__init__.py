@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from schemas.base import describe
-from streamtune.cli import bench, demo, kafka, replay, schemas, serve, train, worker
+from streamtune.cli import bench, bootstrap, demo, kafka, replay, schemas, serve, train, worker
 from streamtune.core.errors import StreamtuneError
 
 #: Command groups in the order ``--help`` lists them.
-GROUPS = (kafka, schemas, replay, demo, serve, train, worker, bench)
+GROUPS = (kafka, schemas, replay, demo, bootstrap, serve, train, worker, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
