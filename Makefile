@@ -50,6 +50,7 @@ bench: venv
 	$(ST) bench swap --json
 	$(ST) bench train --json
 	$(ST) bench adapt --json
+	$(ST) bench alerts --json
 
 kafka-start: venv
 	$(ST) kafka start

@@ -325,6 +325,23 @@ class Alert(Message):
     baseline_share: float = Field(ge=0.0, le=1.0)
     message: str = Field(min_length=1, max_length=512)
     ts_ms: TimestampMs
+    # Added without a version bump: optional, so older readers ignore them.
+    window_events: int | None = Field(
+        default=None, ge=0, description="sightings in the sliding window that fired"
+    )
+    baseline_events: float | None = Field(
+        default=None, ge=0.0, description="weight of the entity's baseline when it fired"
+    )
+    z_score: float | None = Field(default=None, description="the surge test's statistic")
+    examples: list[Text] = Field(
+        default_factory=list, max_length=3, description="up to 3 texts of the surge, newest first"
+    )
+    adapter_version: Id | None = Field(
+        default=None, description="the adapter that made the newest prediction in the window"
+    )
+    trigger_interaction_id: Id | None = Field(
+        default=None, description="the interaction whose prediction fired the alert"
+    )
 
 
 class DeadLetter(Message):

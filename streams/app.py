@@ -15,10 +15,14 @@ Agents:
     (:mod:`streams.task_agent`).
 ``adapters``
     ``model-updates`` -> adapter announcements for the task agent, which end a job in flight.
+``alerts``
+    entity sightings (live predictions re-keyed by entity by the join) -> ``alerts``, and the
+    optional webhook, fed by a background task (:mod:`streams.alert_agent`).
 
 Tables (memory store, recovered from their changelog topics on restart): ``join`` (join
-state by interaction_id, plus one progress record per partition) and ``tasks`` (one
-:class:`~streams.windows.TaskState` per task: windows, offsets, counters, policy state).
+state by interaction_id, plus one progress record per partition), ``tasks`` (one
+:class:`~streams.windows.TaskState` per task: windows, offsets, counters, policy state) and
+``alerts`` (one :class:`~streams.alerting.EntityState` per entity: window, baseline, surges).
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from schemas.base import DecodeError
 from schemas.codec import decode
 from schemas.messages import AdapterManifest, DeadLetter, JobStatus
 from schemas.tasks import known_tasks
+from streams.alert_agent import AlertAgent
 from streams.batching import BatchingApp
 from streams.events import JOB_END_STATES, AdapterPublished, JobEnded, JoinTick
 from streams.join_agent import JoinAgent
 from streams.task_agent import TaskAgent, tick_events
 from streams.topology import Topology, app_id, internal_topic_specs
+from streams.webhook import WebhookConfig, WebhookSink
 from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings, load_settings
 
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None) -> BatchingApp:
     # records themselves, through streams.changelog, once per key per batch.
     topology.join_table = app.Table("join", partitions=settings.stream_partitions)
     topology.task_table = app.Table("tasks", partitions=settings.stream_partitions)
+    topology.alert_table = app.Table("alerts", partitions=settings.stream_partitions)
     app.batched_topics = frozenset(
         {
             topology.interactions,
@@ -97,6 +104,7 @@ def create_app(settings: Settings | None = None) -> BatchingApp:
             topology.task_events,
             topology.model_updates,
             topology.train_status,
+            topology.entity_sightings,
         }
     )
     app.prepare = lambda: _create_topics(settings)
@@ -167,10 +175,37 @@ def _register(app: BatchingApp, t: Topology) -> None:
         for key, value in tick_events():
             await app.producer.send(t.task_events, key, value, None, None, None)
 
+    # --- alerting: sightings -> alerts topic -> webhook (a queue and a task of its own) --
+    alerts = AlertAgent(t)
+    s = t.settings
+    if s.alert_webhook_url:
+        alerts.sink = WebhookSink(
+            WebhookConfig(
+                url=s.alert_webhook_url,
+                token=s.webhook_token(),
+                timeout_s=s.alert_webhook_timeout_s,
+                retries=s.alert_webhook_retries,
+                queue_size=s.alert_webhook_queue,
+            ),
+            alerts.undeliverable,
+        )
+
+        @app.task
+        async def webhook() -> None:
+            await alerts.sink.run()  # type: ignore[union-attr]
+
+    @app.agent(raw_topic(t.entity_sightings), name="alerts")
+    async def alert_agent(stream: Any) -> None:
+        async for events in stream.take_events(GROUP_EVENTS, within=GROUP_WAIT_S):
+            await alerts.process([(e.message.partition, e.value) for e in events])
+
+    # --- end alerting -------------------------------------------------------------------
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         join.forget({tp.partition for tp in revoked if tp.topic == t.interactions})
         tasks.forget({tp.partition for tp in revoked if tp.topic == t.task_events})
+        alerts.forget({tp.partition for tp in revoked if tp.topic == t.entity_sightings})
 
     @app.task
     async def observe() -> None:
@@ -187,6 +222,7 @@ def _register(app: BatchingApp, t: Topology) -> None:
 
     app.join_runner, app.task_runner = join, tasks  # for tests and the status command
     app.metrics, app.liveness = metrics, liveness
+    app.alert_runner = alerts
 
 
 async def _announce_adapters(t: Topology, records: list[Any]) -> None:

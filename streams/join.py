@@ -66,6 +66,7 @@ from streams.join_state import (
     is_progress_key,
     progress_key,
 )
+from streams.sightings import PredictedText
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class JoinConfig:
 
     ttl_ms: int
     prediction_wait_ms: int
+    #: Tasks whose interactions are reported with their predictions (for alerting).
+    pair_tasks: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -163,6 +166,7 @@ class JoinPartition:
         self._labelled: list[LabelledExample] = []
         self._dead: list[DeadLetter] = []
         self._obs: dict[str, TaskObservations] = {}
+        self._paired: list[PredictedText] = []
         for key, value in list(store.items()):
             entry = None if is_progress_key(key) else _read_entry(key, value, partition)
             if entry is not None and entry.partition == partition:
@@ -185,8 +189,12 @@ class JoinPartition:
             return
         elif self._conflicts(entry, msg, self.interactions_topic, offset):
             return
-        entry.interaction = InteractionPart(msg.task, msg.text, msg.ts_ms, self.stream_time)
+        entry.interaction = InteractionPart(
+            msg.task, msg.text, msg.ts_ms, self.stream_time, entity=msg.entity
+        )
         entry.interaction_offset = offset
+        if entry.prediction is not None:
+            self._pair(key, entry.interaction, entry.prediction)
         if entry.prediction is not None:
             self._observe_input(entry.interaction, entry.prediction)
         if entry.feedback is not None:
@@ -219,6 +227,8 @@ class JoinPartition:
             msg.task, msg.label, msg.adapter_version, msg.confidence, msg.token_count
         )
         entry.prediction_offset = offset
+        if entry.interaction is not None:
+            self._pair(key, entry.interaction, entry.prediction)
         if entry.interaction is not None:
             self._observe_input(entry.interaction, entry.prediction)
         if entry.state == HELD:
@@ -288,6 +298,11 @@ class JoinPartition:
             )
             self.labelled_next = max(self.labelled_next, offset + 1)
 
+    def take_paired(self) -> list[PredictedText]:
+        """Interactions of ``pair_tasks`` met by their prediction since the last call."""
+        out, self._paired = self._paired, []
+        return out
+
     def take_dead_letters(self) -> list[DeadLetter]:
         out, self._dead = self._dead, []
         return out
@@ -324,6 +339,21 @@ class JoinPartition:
             entry.state = HELD
             entry.deadline_ms = seen_at + self.config.prediction_wait_ms
             self._put(key, entry)
+
+    def _pair(self, key: str, interaction: InteractionPart, prediction: PredictionPart) -> None:
+        if interaction.task in self.config.pair_tasks:
+            self._paired.append(
+                PredictedText(
+                    interaction_id=key,
+                    task=interaction.task,
+                    text=interaction.text,
+                    entity=interaction.entity,
+                    label=prediction.label,
+                    confidence=prediction.confidence,
+                    adapter_version=prediction.adapter_version,
+                    ts_ms=interaction.ts_ms,
+                )
+            )
 
     def _emit(self, key: str, entry: JoinEntry) -> None:
         interaction, feedback, prediction = entry.interaction, entry.feedback, entry.prediction

@@ -6,8 +6,9 @@ batch, in this order (the order is what makes a crash safe):
 1. decode every record; bad ones become dead letters, good ones go through the join rules;
 2. publish the new labelled examples to the *same* partition of ``labelled`` and wait for
    the broker's acknowledgement, which tells their offsets;
-3. publish the batch's observations per task (with those offsets) to the task agent, and
-   the dead letters, and wait for the acknowledgements;
+3. publish the batch's observations per task (with those offsets) to the task agent, the
+   entity sightings to the alert agent (keyed by entity), and the dead letters, and wait
+   for the acknowledgements;
 4. write the changed join state, then the partition's progress record (which holds the next
    ``labelled`` offset), to the table's changelog.
 
@@ -29,10 +30,12 @@ from faust.types import TP
 from schemas.codec import dead_letter, decode
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
 from streams.changelog import ChangelogWriter
+from streams.entities import EntityExtractor
 from streams.errors import EventError
 from streams.events import JoinTick
 from streams.join import JoinConfig, JoinPartition
 from streams.join_state import partition_of, progress_key
+from streams.sightings import Sighting
 from streams.topology import Topology
 from streamtune.core.topic_reader import read_partition
 
@@ -47,8 +50,10 @@ class JoinAgent:
         self.config = JoinConfig(
             ttl_ms=int(topology.settings.join_ttl_s * 1000),
             prediction_wait_ms=int(topology.settings.join_prediction_wait_s * 1000),
+            pair_tasks=frozenset({topology.settings.alert_task}),
         )
         self.changelog = ChangelogWriter(topology.app, topology.join_table)
+        self.entities = EntityExtractor.from_csv(topology.settings.alert_entities_file)
         self.parts: dict[int, JoinPartition] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
         #: Called with every dead letter the join sends (the worker counts them in /metrics).
@@ -134,6 +139,14 @@ class JoinAgent:
                 pending.append(
                     await producer.send(self.t.task_events, task.encode(), body, None, None, None)
                 )
+            for seen in part.take_paired():
+                for entity in self.entities.extract(seen.text, seen.entity):
+                    body = Sighting.of(entity, seen).to_bytes()
+                    pending.append(
+                        await producer.send(
+                            self.t.entity_sightings, entity.encode(), body, None, None, None
+                        )
+                    )
             dead += part.take_dead_letters()
         for letter in dead:
             if self.on_dead_letter is not None:

@@ -62,6 +62,7 @@ class InteractionPart:
     text: str
     ts_ms: int
     seen_at_ms: int
+    entity: str | None = None  # the producer's own entity field, for alerting
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ like the changelog topics Faust makes for its tables:
   idle partition still expires its join state;
 - ``<app id>-task-events``: per-task observations from the join, adapter announcements and
   ticks, keyed by task, read by the task agent;
-- ``<app id>-join-changelog`` and ``<app id>-tasks-changelog``: the tables' changelogs.
+- ``<app id>-entity-sightings``: live predictions of the alerting task, one record per
+  entity named by the text, keyed by entity (the re-key by entity), read by the alert agent;
+- ``<app id>-join-changelog``, ``<app id>-tasks-changelog`` and ``<app id>-alerts-changelog``:
+  the tables' changelogs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.topics import (
+    ALERTS,
     DEAD_LETTER,
     DRIFT_EVENTS,
     FEEDBACK,
@@ -46,6 +50,12 @@ def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             f"{base}-task-events", settings.stream_partitions, dict(configs), "task agent input"
         ),
+        TopicSpec(
+            f"{base}-entity-sightings",
+            settings.stream_partitions,
+            dict(configs),
+            "alert agent input, keyed by entity",
+        ),
     ]
 
 
@@ -57,6 +67,7 @@ class Topology:
     app: Any
     join_table: Any = None
     task_table: Any = None
+    alert_table: Any = None
     interactions: str = field(init=False)
     predictions: str = field(init=False)
     feedback: str = field(init=False)
@@ -68,6 +79,8 @@ class Topology:
     dead_letter: str = field(init=False)
     join_ticks: str = field(init=False)
     task_events: str = field(init=False)
+    alerts: str = field(init=False)
+    entity_sightings: str = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -80,10 +93,12 @@ class Topology:
         self.model_updates = s.topic(MODEL_UPDATES)
         self.train_status = s.topic(TRAIN_STATUS)
         self.dead_letter = s.topic(DEAD_LETTER)
-        ticks, events = internal_topic_specs(s)
+        ticks, events, sightings = internal_topic_specs(s)
         self.join_ticks = ticks.name
         self.task_events = events.name
+        self.alerts = s.topic(ALERTS)
+        self.entity_sightings = sightings.name
 
     def changelog(self, table: str) -> str:
-        """The changelog topic Faust keeps for table ``table`` (``join`` or ``tasks``)."""
+        """The changelog topic Faust keeps for table ``table`` (``join``, ``tasks``, ``alerts``)."""
         return f"{app_id(self.settings)}-{table}-changelog"

@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "stream": "streamtune.bench.stream_bench:run",
     "drift": "streamtune.bench.drift_bench:run",
     "poison": "streamtune.bench.poison_bench:run",
+    "alerts": "streamtune.bench.alerts_bench:run",
 }
 
 

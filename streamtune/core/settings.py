@@ -326,6 +326,60 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(
         2.0, gt=0, le=300, description="how often a process samples its group's lag"
     )
+    # --- Alerting (streams/alerting.py) ------------------------------------------------
+    alert_task: str = Field(
+        "tfns-sentiment", description="the sentiment task whose predictions drive alerts"
+    )
+    alert_entities_file: Path | None = Field(
+        None, description="CSV of entity,alias rows: names found in texts, mapped to entities"
+    )
+    alert_window_events: int = Field(
+        20, ge=2, le=1000, description="newest sightings of an entity in its sliding window"
+    )
+    alert_window_s: float = Field(
+        3600.0, gt=0, description="sightings older than this leave the window (stream time)"
+    )
+    alert_baseline_events: int = Field(
+        500, ge=10, description="horizon of an entity's baseline (exponentially weighted)"
+    )
+    alert_min_baseline_events: int = Field(
+        50, ge=0, description="sightings an entity needs in its baseline before it can alert"
+    )
+    alert_min_events: int = Field(
+        10, ge=1, description="minimum volume: sightings in the window before it can alert"
+    )
+    alert_cusum_h: float = Field(
+        6.0, gt=0, description="fire when an entity's CUSUM of a sentiment's share reaches this"
+    )
+    alert_cusum_clear: float = Field(
+        1.0, ge=0, description="hysteresis: a surge ends when its CUSUM falls below this"
+    )
+    alert_min_lift: float = Field(
+        0.3, gt=0, le=1, description="the rise in share to detect: the window must be this far up"
+    )
+    alert_cooldown_s: float = Field(
+        1800.0, ge=0, description="at least this long between two alerts of one entity and kind"
+    )
+    alert_evict_after_s: float = Field(
+        86400.0, gt=0, description="forget an entity after this long without a sighting"
+    )
+    alert_max_entities: int = Field(
+        10_000, ge=1, description="entities kept per worker; the quietest go first beyond it"
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="POST every alert as JSON to this URL (off when unset)"
+    )
+    alert_webhook_token: SecretStr | None = Field(
+        None, description="bearer token for the webhook; prefer alert_webhook_token_file"
+    )
+    alert_webhook_token_file: Path | None = Field(
+        None, description="file holding the webhook's bearer token"
+    )
+    alert_webhook_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook POST")
+    alert_webhook_retries: int = Field(3, ge=0, le=20, description="retries of a failed POST")
+    alert_webhook_queue: int = Field(
+        1000, ge=1, description="alerts waiting for the webhook; beyond it they are dead-lettered"
+    )
 
     @model_validator(mode="after")
     def _check_worker(self) -> Settings:
@@ -430,6 +484,18 @@ class Settings(BaseSettings):
             raise ConfigError(f"cannot build the TLS context: {exc}") from None
         context.check_hostname = self.ssl_check_hostname
         return context
+
+    def webhook_token(self) -> str | None:
+        """The webhook's bearer token, from the file if one is named, else the environment."""
+        if self.alert_webhook_token_file is not None:
+            try:
+                return self.alert_webhook_token_file.read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read alert_webhook_token_file {self.alert_webhook_token_file}: {exc}"
+                ) from None
+        token = self.alert_webhook_token
+        return token.get_secret_value() if token else None
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Connection and security keyword arguments shared by every aiokafka client."""
