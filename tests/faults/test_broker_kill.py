@@ -119,11 +119,17 @@ def test_state_and_memory_stay_bounded_over_an_hour_of_stream(topics: Settings, 
 
 
 def assert_bounded(books: Books, *, ttl_s: float, span_s: float) -> None:
-    """Join state is bounded by the TTL, not by the length of the stream; windows by the
-    rehearsal history; memory does not grow with the stream once warm."""
+    """While the stream flows, the join state is bounded by the TTL, not by the length of
+    the stream; windows by the rehearsal history; memory does not grow once warm.
+
+    After the last record, stream time stands still, so predictions that arrive late (serve
+    lags by seconds of wall time, minutes of accelerated stream time) are held until newer
+    records move it on: the final count is reported, not bounded by the TTL."""
     per_ttl = COUNT * ttl_s / span_s  # interactions that arrive within one TTL of stream time
-    peak = max(s.join_entries for s in books.samples)
+    flowing = [s for s in books.samples if s.sent < COUNT]
+    peak = max(s.join_entries for s in flowing)
     assert peak <= 3 * per_ttl + 100, (peak, per_ttl)
+    assert books.samples[-1].join_entries < COUNT, "the join held the whole stream"
     assert books.samples[-1].windows <= 16 + 2
     warm = books.samples[len(books.samples) // 3 :]
     for role in ("worker", "serve", "train"):
