@@ -35,12 +35,18 @@ _MODULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """The LoRA hyper-parameters an adapter was trained with."""
+    """The LoRA hyper-parameters an adapter was trained with.
 
-    r: int = 8
-    lora_alpha: int = 16
+    ``layers`` are the encoder layers LoRA adapts (None: every layer). Adapting only the top
+    layers lets training run the frozen layers below once per job instead of once per step.
+    The defaults match the trainer's settings (``STREAMTUNE_TRAIN_LORA_*``).
+    """
+
+    r: int = 16
+    lora_alpha: int = 32
     lora_dropout: float = 0.1
     target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
+    layers: tuple[int, ...] | None = None
 
     def validate(self) -> None:
         if not 1 <= self.r <= 512:
@@ -55,6 +61,11 @@ class LoraSpec:
             isinstance(m, str) and _MODULE_NAME.match(m) for m in self.target_modules
         ):
             raise AdapterRejected("malformed", f"bad target_modules {self.target_modules!r}")
+        if self.layers is not None and (
+            not 1 <= len(self.layers) <= 512
+            or not all(isinstance(i, int) and 0 <= i < 512 for i in self.layers)
+        ):
+            raise AdapterRejected("malformed", f"bad layers {self.layers!r}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class AdapterConfig:
             raw = orjson.loads(text)
             lora = raw.pop("lora")
             lora["target_modules"] = tuple(lora["target_modules"])
+            if lora.get("layers") is not None:
+                lora["layers"] = tuple(lora["layers"])
             known = {f for f in cls.__dataclass_fields__}
             config = cls(
                 **{k: v for k, v in raw.items() if k in known},

@@ -1,48 +1,111 @@
-"""The gate: whether a trained adapter replaces the live one, decided from evaluation figures.
+"""The gate: whether a trained adapter replaces the live one, decided on evidence.
 
-Pure: it sees numbers, never a model. A candidate is promoted only if its holdout macro-F1
-beats the live model's by ``min_improvement`` and its anchor macro-F1 (held-out seed data,
-which guards against forgetting) falls by at most ``anchor_tolerance``.
+Pure: it sees per-example outcomes, never a model. Both models answer the same holdout
+examples (the newest labels, never trained on), so the comparison is paired. The candidate
+is promoted only if
 
->>> rule = GateRule(min_improvement=0.01, anchor_tolerance=0.05)
->>> live = {"holdout_macro_f1": 0.60, "anchor_macro_f1": 0.80}
->>> rule.decide({"holdout_macro_f1": 0.70, "anchor_macro_f1": 0.78}, live).promote
-True
->>> print(rule.decide({"holdout_macro_f1": 0.605, "anchor_macro_f1": 0.80}, live).reason)
-holdout macro-F1 0.6050 vs live 0.6000 (gain +0.0050 < 0.01)
+1. it is right more often than the live model on the holdout, and McNemar's exact test on
+   the examples where the two disagree says the gain is not chance (one-sided ``p <= alpha``);
+2. its holdout accuracy gains at least ``min_improvement``;
+3. its accuracy on the anchor set (held-out seed data, never replayed) falls by at most
+   ``anchor_tolerance``: a guard against forgetting the task.
+
+A small holdout can only promote a large gain; as labels accumulate, smaller gains pass.
+
+>>> rule = GateRule(alpha=0.05, min_improvement=0.0, anchor_tolerance=0.05)
+>>> live = [True] * 10 + [False] * 20
+>>> new = [True] * 25 + [False] * 5
+>>> d = rule.decide(new, live, anchor_new=0.80, anchor_live=0.82)
+>>> d.promote, d.wins, d.losses, round(d.p_value, 6)
+(True, 15, 0, 3.1e-05)
+>>> swapped = [False, False] + live[2:10] + [True, True] + live[12:]  # 2 wins, 2 losses
+>>> rule.decide(swapped, live, anchor_new=0.8, anchor_live=0.8).reason
+'holdout accuracy 0.3333 vs live 0.3333 (2 wins, 2 losses, p=0.6875 > 0.05)'
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
 from dataclasses import dataclass
+
+
+def mcnemar_p(wins: int, losses: int) -> float:
+    """One-sided exact McNemar p-value: P(at least ``wins`` of the discordant pairs go to the
+    candidate) when both models are equally good.
+
+    >>> mcnemar_p(0, 0), mcnemar_p(3, 0), round(mcnemar_p(6, 1), 4)
+    (1.0, 0.125, 0.0625)
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
-    gain: float  # holdout macro-F1, candidate minus live
-    anchor_drop: float  # anchor macro-F1, live minus candidate
     reason: str
+    holdout: int  # examples both models answered
+    new_accuracy: float
+    live_accuracy: float
+    wins: int  # candidate right, live wrong
+    losses: int  # candidate wrong, live right
+    p_value: float
+    anchor_new: float
+    anchor_live: float
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """The decision's numbers, for the job's status event and the manifest."""
+        return {
+            "gate_holdout": self.holdout,
+            "gate_new_accuracy": round(self.new_accuracy, 4),
+            "gate_live_accuracy": round(self.live_accuracy, 4),
+            "gate_wins": self.wins,
+            "gate_losses": self.losses,
+            "gate_p_value": round(self.p_value, 6),
+            "gate_anchor_new_accuracy": round(self.anchor_new, 4),
+            "gate_anchor_live_accuracy": round(self.anchor_live, 4),
+        }
 
 
 @dataclass(frozen=True)
 class GateRule:
-    min_improvement: float
-    anchor_tolerance: float
+    alpha: float = 0.05
+    min_improvement: float = 0.0
+    anchor_tolerance: float = 0.05
 
-    def decide(self, new: Mapping[str, float], live: Mapping[str, float]) -> GateDecision:
-        """Compare a candidate's figures with the live model's (keys as :func:`evaluate` gives)."""
-        gain = new["holdout_macro_f1"] - live["holdout_macro_f1"]
-        anchor_drop = live["anchor_macro_f1"] - new["anchor_macro_f1"]
-        if gain < self.min_improvement:
+    def decide(
+        self, new: list[bool], live: list[bool], *, anchor_new: float, anchor_live: float
+    ) -> GateDecision:
+        """``new``/``live``: whether each model was right on each holdout example."""
+        if len(new) != len(live) or not new:
+            raise ValueError("the gate needs the same, non-empty holdout for both models")
+        wins = sum(1 for a, b in zip(new, live, strict=True) if a and not b)
+        losses = sum(1 for a, b in zip(new, live, strict=True) if b and not a)
+        new_acc, live_acc = sum(new) / len(new), sum(live) / len(live)
+        p = mcnemar_p(wins, losses)
+        stats = f"({wins} wins, {losses} losses, p={p:.4g}"
+        if p > self.alpha or wins <= losses:
+            why = f"holdout accuracy {new_acc:.4f} vs live {live_acc:.4f} {stats} > {self.alpha})"
+            ok = False
+        elif new_acc - live_acc < self.min_improvement:
+            gain = new_acc - live_acc
+            why = f"holdout accuracy gain {gain:+.4f} < {self.min_improvement} {stats})"
+            ok = False
+        elif anchor_live - anchor_new > self.anchor_tolerance:
             why = (
-                f"holdout macro-F1 {new['holdout_macro_f1']:.4f} vs live "
-                f"{live['holdout_macro_f1']:.4f} (gain {gain:+.4f} < {self.min_improvement})"
+                f"anchor accuracy fell {anchor_live - anchor_new:.4f} > tolerance "
+                f"{self.anchor_tolerance} ({anchor_live:.4f} -> {anchor_new:.4f})"
             )
-            return GateDecision(False, gain, anchor_drop, why)
-        if anchor_drop > self.anchor_tolerance:
-            why = f"anchor macro-F1 fell {anchor_drop:.4f} > tolerance {self.anchor_tolerance}"
-            return GateDecision(False, gain, anchor_drop, why)
-        why = f"holdout macro-F1 {gain:+.4f}, anchor {-anchor_drop:+.4f}"
-        return GateDecision(True, gain, anchor_drop, why)
+            ok = False
+        else:
+            why = (
+                f"holdout accuracy {live_acc:.4f} -> {new_acc:.4f} {stats}), "
+                f"anchor {anchor_live:.4f} -> {anchor_new:.4f}"
+            )
+            ok = True
+        return GateDecision(
+            ok, why, len(new), new_acc, live_acc, wins, losses, p, anchor_new, anchor_live
+        )

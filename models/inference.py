@@ -14,10 +14,10 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from models.batching import length_sorted_batches, token_ids
 from models.classifier import TextClassifier
 
 Precision = Literal["fp32", "bf16", "int8"]
-SKETCH_DIM = 8
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,6 @@ class TextPrediction:
     label: int
     probs: list[float]
     token_count: int
-    sketch: list[float]
 
 
 def quantize_int8(model: TextClassifier) -> TextClassifier:
@@ -68,12 +67,6 @@ class Predictor:
         self.precision = precision
         self.max_length = max_length
         self.sub_batch = sub_batch
-        hidden = model.head.in_features if hasattr(model.head, "in_features") else 384
-        # A fixed random projection: a small, comparable summary of the input for drift stats.
-        generator = torch.Generator().manual_seed(1234)
-        self._sketch = (torch.randn(hidden, SKETCH_DIM, generator=generator) / hidden**0.5).to(
-            device
-        )
 
     def warm_up(self) -> float:
         """Run two tiny batches so the first real batch pays no one-off costs; returns seconds."""
@@ -82,27 +75,34 @@ class Predictor:
         return time.perf_counter() - began
 
     @torch.inference_mode()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """The pooled features the head sees, (len(texts), hidden) in fp32 on the CPU."""
+        out = torch.empty(len(texts), self.model.head.in_features)
+        for chunk, batch in length_sorted_batches(
+            self.tokenizer, texts, self.sub_batch, self.max_length
+        ):
+            pooled = self.model.embed(
+                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            )
+            out[chunk] = pooled.float().cpu()
+        return out
+
+    @torch.inference_mode()
     def predict(self, texts: list[str]) -> list[TextPrediction]:
         if not texts:
             return []
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        ids: list[list[int]] = encoded["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        ids = token_ids(self.tokenizer, texts, self.max_length)
         out: list[TextPrediction | None] = [None] * len(texts)
-        for start in range(0, len(order), self.sub_batch):
-            chunk = order[start : start + self.sub_batch]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+        for chunk, batch in length_sorted_batches(self.tokenizer, texts, self.sub_batch, ids=ids):
             input_ids = batch["input_ids"].to(self.device)
             mask = batch["attention_mask"].to(self.device)
             pooled = self.model.embed(input_ids, mask)
             probs = torch.softmax(self.model.head(pooled).float(), dim=-1).cpu()
-            sketches = (pooled.float() @ self._sketch).cpu()
             labels = probs.argmax(dim=-1).tolist()
             for row, index in enumerate(chunk):
                 out[index] = TextPrediction(
                     label=labels[row],
                     probs=[round(p, 6) for p in probs[row].tolist()],
                     token_count=len(ids[index]),
-                    sketch=[round(s, 4) for s in sketches[row].tolist()],
                 )
         return out  # type: ignore[return-value]

@@ -25,13 +25,19 @@ from models.classifier import TextClassifier
 from models.errors import AdapterRejected
 
 
-def _lora_config(spec: LoraSpec) -> LoraConfig:
+def lora_config(spec: LoraSpec, modules_to_save: list[str] | None = None) -> LoraConfig:
+    """PEFT's config for ``spec``: the one place a LoraConfig is built.
+
+    >>> lora_config(LoraSpec(layers=(4, 5))).layers_to_transform
+    [4, 5]
+    """
     return LoraConfig(
         r=spec.r,
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.lora_dropout,
         target_modules=list(spec.target_modules),
-        modules_to_save=["head"],
+        layers_to_transform=list(spec.layers) if spec.layers is not None else None,
+        modules_to_save=modules_to_save,
     )
 
 
@@ -45,7 +51,7 @@ def new_peft_classifier(
     classifier = TextClassifier(copy.deepcopy(encoder), num_labels)
     if head is not None:
         classifier.head.load_state_dict(head.state_dict())
-    return get_peft_model(classifier, _lora_config(spec or LoraSpec()))
+    return get_peft_model(classifier, lora_config(spec or LoraSpec(), modules_to_save=["head"]))
 
 
 def library_versions() -> dict[str, str]:

@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models.artifact import LoraSpec
+from models.batching import length_sorted_batches
 from models.lora import export_adapter, new_peft_classifier
 from schemas.tasks import get_task
 from streamtune.core.errors import ConfigError
@@ -30,35 +31,18 @@ SEED_FILES = {
     "tfns-sentiment": ("tfns/train.csv", "text", "label"),
     "banking77-intent": ("banking77/train.csv", "text", "category"),
 }
-#: Held-out data per task for the anchor set, which guards against forgetting.
-ANCHOR_FILES = {
-    "tfns-sentiment": ("tfns/valid.csv", "text", "label"),
-    "banking77-intent": ("banking77/test.csv", "text", "category"),
-}
+#: Rows of each seed file set aside as the task's anchor set: the gate's guard against
+#: forgetting. They are never trained on, and no scenario, test or benchmark replays them
+#: (those replay the tasks' *other* files: TFNS valid, BANKING77 test, the surge sets).
+ANCHOR_ROWS = 600
 SEED_SAMPLE = 2000
 
 
-def seed_examples(
-    task: str, data_dir: Path = REPO_DATA, limit: int | None = SEED_SAMPLE
-) -> tuple[list[str], list[int]]:
-    """A fixed, seeded sample of the task's seed data as (texts, label indices)."""
-    return _sample(task, SEED_FILES, data_dir, limit)
-
-
-def anchor_examples(
-    task: str, data_dir: Path = REPO_DATA, limit: int | None = 500
-) -> tuple[list[str], list[int]]:
-    """A fixed, seeded sample of the task's held-out data: the gate's anchor set."""
-    return _sample(task, ANCHOR_FILES, data_dir, limit)
-
-
-def _sample(
-    task: str, files: dict[str, tuple[str, str, str]], data_dir: Path, limit: int | None
-) -> tuple[list[str], list[int]]:
+def _read(task: str, data_dir: Path) -> tuple[list[str], list[int]]:
     spec = get_task(task)
-    if task not in files:
+    if task not in SEED_FILES:
         raise ConfigError(f"no seed data is known for task {task!r}")
-    name, text_col, label_col = files[task]
+    name, text_col, label_col = SEED_FILES[task]
     path = data_dir / name
     if not path.exists():
         raise ConfigError(
@@ -70,10 +54,45 @@ def _sample(
             raw = row[label_col]
             texts.append(row[text_col])
             labels.append(int(raw) if raw.isdigit() else spec.label_index(raw))
+    return texts, labels
+
+
+def split_seed_data(
+    task: str, data_dir: Path = REPO_DATA
+) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
+    """``(training part, anchor part)`` of the task's seed file: a fixed, seeded split.
+
+    >>> (train, _), (anchor, _) = split_seed_data("tfns-sentiment")
+    >>> len(anchor), len(set(train) & set(anchor)) < 5  # the file repeats a few tweets
+    (600, True)
+    """
+    texts, labels = _read(task, data_dir)
+    order = list(range(len(texts)))
+    random.Random(0).shuffle(order)  # noqa: S311 - a fixed split, not a secret
+    anchor, rest = sorted(order[:ANCHOR_ROWS]), sorted(order[ANCHOR_ROWS:])
+    return (
+        ([texts[i] for i in rest], [labels[i] for i in rest]),
+        ([texts[i] for i in anchor], [labels[i] for i in anchor]),
+    )
+
+
+def seed_examples(
+    task: str, data_dir: Path = REPO_DATA, limit: int | None = SEED_SAMPLE
+) -> tuple[list[str], list[int]]:
+    """A fixed, seeded sample of the task's seed data (never the anchor rows)."""
+    (texts, labels), _ = split_seed_data(task, data_dir)
     if limit is not None and len(texts) > limit:
         picked = sorted(random.Random(0).sample(range(len(texts)), limit))  # noqa: S311 - sampling
         texts, labels = [texts[i] for i in picked], [labels[i] for i in picked]
     return texts, labels
+
+
+def anchor_examples(
+    task: str, data_dir: Path = REPO_DATA, limit: int | None = ANCHOR_ROWS
+) -> tuple[list[str], list[int]]:
+    """The task's anchor set (the first ``limit`` of its anchor rows)."""
+    _, (texts, labels) = split_seed_data(task, data_dir)
+    return texts[:limit], labels[:limit]
 
 
 @torch.no_grad()  # not inference_mode: the result feeds autograd in fit_linear_head
@@ -84,17 +103,8 @@ def embed_texts(
     from models.classifier import TextClassifier
 
     probe = TextClassifier(encoder, 1).eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), encoder.config.hidden_size)
-    for start in range(0, len(order), batch):
-        chunk = order[start : start + batch]
-        enc = tokenizer(
-            [texts[i] for i in chunk],
-            padding=True,
-            truncation=True,
-            max_length=128,
-            return_tensors="pt",
-        )
+    for chunk, enc in length_sorted_batches(tokenizer, texts, batch, max_length=128):
         out[chunk] = probe.embed(enc["input_ids"], enc["attention_mask"])
     return out
 

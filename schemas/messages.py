@@ -74,8 +74,17 @@ class Prediction(Message):
     model_id: ShortStr
     latency_ms: float = Field(ge=0.0, le=3_600_000.0)
     ts_ms: TimestampMs
-    token_count: int | None = Field(default=None, ge=0, le=100_000)
-    embedding_sketch: list[float] | None = Field(default=None, max_length=64)
+    token_count: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="the serving tokenizer's token count; the worker's input-drift statistic",
+    )
+    embedding_sketch: list[float] | None = Field(
+        default=None,
+        max_length=64,
+        description="deprecated and unused: accepted for compatibility, no longer sent or read",
+    )
 
     @model_validator(mode="after")
     def _probs_match_task(self) -> Prediction:
@@ -275,13 +284,14 @@ class JobStatus(Message):
     """Progress and outcome of a train job, on ``train-status``. Key: the job's task key.
 
     ``started`` and ``progress`` may repeat (one per attempt); a job ends with exactly one
-    of ``finished`` (at least one adapter promoted), ``rejected`` (the gate said no) or
-    ``failed`` (every attempt failed; the live model is untouched).
+    of ``finished`` (at least one adapter promoted), ``rejected`` (the gate said no),
+    ``superseded`` (a newer drift made its data stale; whatever it promoted before that stays)
+    or ``failed`` (every attempt failed; the live model is untouched).
     """
 
     job_id: Id
     tasks: list[TaskName] = Field(min_length=1, max_length=8)
-    state: Literal["started", "progress", "finished", "rejected", "failed"]
+    state: Literal["started", "progress", "finished", "rejected", "superseded", "failed"]
     attempt: int = Field(ge=1, le=100)
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
     message: str | None = Field(default=None, max_length=2048)

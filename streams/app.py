@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 import faust
-import orjson
 
 from schemas import limits
 from schemas.base import DecodeError
@@ -36,6 +35,7 @@ from schemas.codec import dead_letter, decode
 from schemas.messages import AdapterChunk, AdapterManifest, DeadLetter, JobStatus
 from schemas.tasks import known_tasks
 from streams.batching import BatchingApp
+from streams.events import JOB_END_STATES, AdapterPublished, JobEnded, JoinTick
 from streams.join_agent import JoinAgent
 from streams.task_agent import TaskAgent, tick_events
 from streams.topology import Topology, app_id, internal_topic_specs
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> BatchingApp:
     )
     topology = Topology(settings, app)
     # Keys and values are JSON (Faust's default codec); the agents write the changelog
-    # records themselves, once per key per batch, in the same format.
+    # records themselves, through streams.changelog, once per key per batch.
     topology.join_table = app.Table("join", partitions=settings.stream_partitions)
     topology.task_table = app.Table("tasks", partitions=settings.stream_partitions)
     app.batched_topics = frozenset(
@@ -146,8 +146,7 @@ def _register(app: BatchingApp, t: Topology) -> None:
 
     @app.timer(t.settings.worker_tick_interval_s, on_leader=True)
     async def ticks() -> None:
-        now = int(time.time() * 1000)
-        body = orjson.dumps({"ts": now})
+        body = JoinTick(ts_ms=int(time.time() * 1000)).to_bytes()
         for partition in range(t.settings.stream_partitions):
             await app.producer.send(t.join_ticks, None, body, partition, None, None)
         for key, value in tick_events():
@@ -188,16 +187,15 @@ async def _announce_adapters(t: Topology, records: list[Any]) -> None:
             continue
         if key not in tasks or not isinstance(message, AdapterManifest):
             continue  # chunks and history have keys of their own
-        notice = {
-            "kind": "adapter",
-            "task": message.task,
-            "version": message.version,
-            "job_id": message.job_id,
-            "created_ms": message.created_ts_ms,
-        }
+        notice = AdapterPublished(
+            task=message.task,
+            version=message.version,
+            job_id=message.job_id,
+            created_ms=message.created_ts_ms,
+        )
         pending.append(
             await t.app.producer.send(
-                t.task_events, message.task.encode(), orjson.dumps(notice), None, None, None
+                t.task_events, message.task.encode(), notice.to_bytes(), None, None, None
             )
         )
     for fut in pending:
@@ -245,18 +243,13 @@ async def _announce_job_ends(t: Topology, records: list[Any]) -> None:
             status = JobStatus.from_bytes(record.value)
         except DecodeError:
             continue  # information only; the trainer validates what it writes
-        if status.state not in ("finished", "rejected", "failed"):
+        if status.state not in JOB_END_STATES:
             continue
         for task in status.tasks:
-            notice = {
-                "kind": "job_end",
-                "task": task,
-                "job_id": status.job_id,
-                "state": status.state,
-            }
+            notice = JobEnded(task=task, job_id=status.job_id, state=status.state)
             pending.append(
                 await t.app.producer.send(
-                    t.task_events, task.encode(), orjson.dumps(notice), None, None, None
+                    t.task_events, task.encode(), notice.to_bytes(), None, None, None
                 )
             )
     for fut in pending:

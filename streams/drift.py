@@ -9,7 +9,9 @@ Four statistics, each with its own detectors and settings:
     The top probability of each prediction. ADWIN is two-sided, so a drop *and* a rise
     fire; the event's statistic says which (``confidence_down`` / ``confidence_up``).
 ``input_tokens``
-    ``log(1 + tokens)`` of each interaction's text: a shift of the input distribution.
+    ``log(1 + tokens)`` of each interaction: the serving tokenizer's count that its
+    prediction carries, or whitespace tokens without one (:mod:`streams.join`). A shift of
+    the input distribution.
 ``label_prior:<k>``
     Whether a joined example has label ``k``, one ADWIN per label. Their deltas share
     ``label_delta`` (a Bonferroni split), so that many labels do not mean many false alarms.
@@ -42,6 +44,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from river import drift
+
+from streams.events import Observations
 
 
 class _Detector(Protocol):
@@ -201,18 +205,18 @@ class DriftMonitor:
             hits.append(self.error.update(0.0 if predicted == label else 1.0))
         return self._hits(hits)
 
-    def observe(self, obs: Mapping[str, Any]) -> list[Detection]:
-        """Feed one observation record of the join (see :class:`streams.join.TaskObservations`)."""
+    def observe(self, obs: Observations) -> list[Detection]:
+        """Feed what the join saw of this task in one batch."""
         out: list[Detection] = []
-        for tokens in obs.get("inputs", ()):
+        for tokens in obs.inputs:
             out += self.observe_input(tokens)
-        for prediction in obs.get("predictions", ()):
-            out += self.observe_prediction(prediction[1])
-        for item in obs.get("labelled", ()):
-            out += self.observe_labelled(item[2], item[3])
+        for prediction in obs.predictions:
+            out += self.observe_prediction(prediction.confidence)
+        for item in obs.labelled:
+            out += self.observe_labelled(item.label, item.predicted)
         return out
 
-    def replay(self, records: Iterable[Mapping[str, Any]]) -> int:
+    def replay(self, records: Iterable[Observations]) -> int:
         """Rebuild state from observation records, muting alarms; returns observations fed."""
         before = self.position
         for obs in records:

@@ -19,6 +19,10 @@ Rules:
   interaction that expires without feedback leaves a small marker for another ``ttl_ms``,
   so that feedback arriving after it is recognised as late: counted and dead-lettered
   (``late_feedback``), never silently dropped.
+- Each interaction gives the input-drift statistic one observation, once its prediction is
+  known: the prediction's ``token_count`` (the serving tokenizer's count), or the text's
+  whitespace tokens when the prediction carries none. An interaction that goes out or
+  expires without a prediction gives the whitespace count then.
 - Stream time is the largest record timestamp seen on the partition. The worker's ticks
   advance it to the wall clock only while the partition has no backlog, so that catching up
   after downtime never expires state that its own backlog would have completed.
@@ -39,6 +43,7 @@ Rules:
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -46,6 +51,23 @@ from typing import Any
 
 from schemas.codec import dead_letter
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
+from streams.errors import WorkerError
+from streams.events import LabelledSeen, Observations, PredictionSeen
+from streams.join_state import (
+    DONE,
+    EXPIRED,
+    HELD,
+    WAITING,
+    FeedbackPart,
+    InteractionPart,
+    JoinEntry,
+    JoinProgress,
+    PredictionPart,
+    is_progress_key,
+    progress_key,
+)
+
+log = logging.getLogger(__name__)
 
 #: Counters kept per partition, in the order ``streamtune worker status`` prints them.
 COUNTERS = (
@@ -66,20 +88,11 @@ COUNTERS = (
     "task_conflicts",
 )
 
-# Entry states. Entries are plain dicts so that they serialise to the changelog as JSON.
-WAITING = "w"  # some of interaction / prediction / feedback known, not joined yet
-HELD = "h"  # interaction and feedback known, waiting for the prediction
-DONE = "d"  # emitted; kept until the TTL passes to recognise repeats
-EXPIRED = "x"  # the interaction expired without feedback; kept to recognise late feedback
-
-
-def progress_key(partition: int) -> str:
-    """The table key of a partition's progress record (never a valid interaction_id)."""
-    return f"~progress:{partition}"
+__all__ = ["COUNTERS", "JoinConfig", "JoinPartition", "TaskObservations", "progress_key"]
 
 
 def input_tokens(text: str) -> int:
-    """The input statistic the join reports for drift: whitespace-separated tokens.
+    """The input statistic when a prediction carries no token count: whitespace tokens.
 
     >>> input_tokens("$AAPL beats estimates https://t.co/x")
     4
@@ -97,31 +110,33 @@ class JoinConfig:
 
 @dataclass
 class TaskObservations:
-    """What one batch saw of one task, for the drift statistics and the windows.
+    """What one batch saw of one task, gathered for an :class:`~streams.events.Observations`.
 
-    ``labelled`` items are ``[partition, offset, label, predicted or None, confidence or
-    None, ts_ms]``; the offset is filled in once ``labelled`` acknowledged the record.
+    A ``labelled`` item's offset is known once ``labelled`` acknowledged the record.
     """
 
     inputs: list[int] = field(default_factory=list)
-    predictions: list[list[Any]] = field(default_factory=list)
-    labelled: list[list[Any]] = field(default_factory=list)
+    predictions: list[PredictionSeen] = field(default_factory=list)
+    labelled: list[LabelledSeen] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.inputs or self.predictions or self.labelled)
 
-    def to_dict(self, task: str) -> dict[str, Any]:
-        return {
-            "kind": "obs",
-            "task": task,
-            "inputs": self.inputs,
-            "predictions": self.predictions,
-            "labelled": self.labelled,
-        }
+    def to_event(self, task: str) -> Observations:
+        return Observations(
+            task=task,
+            inputs=tuple(self.inputs),
+            predictions=tuple(self.predictions),
+            labelled=tuple(self.labelled),
+        )
 
 
 class JoinPartition:
-    """Join state and rules for one source partition. See the module docstring."""
+    """Join state and rules for one source partition. See the module docstring.
+
+    ``store`` maps interaction_id to :meth:`JoinEntry.to_value` values (and
+    :func:`progress_key` to the partition's :class:`JoinProgress` value).
+    """
 
     def __init__(
         self,
@@ -139,20 +154,19 @@ class JoinPartition:
         self.interactions_topic = interactions_topic
         self.predictions_topic = predictions_topic
         self.feedback_topic = feedback_topic
-        progress = store.get(progress_key(partition)) or {}
-        self.stream_time: int = progress.get("time", 0)
-        self.labelled_next: int = progress.get("labelled_next", 0)
-        self.counts: dict[str, int] = {
-            name: progress.get("counts", {}).get(name, 0) for name in COUNTERS
-        }
-        self._dirty: dict[str, dict[str, Any] | None] = {}
+        progress = JoinProgress.from_value(store.get(progress_key(partition)))
+        self.stream_time: int = progress.stream_time_ms
+        self.labelled_next: int = progress.labelled_next
+        self.counts: dict[str, int] = {name: progress.counts.get(name, 0) for name in COUNTERS}
+        self._dirty: dict[str, JoinEntry | None] = {}
         self._heap: list[tuple[int, str]] = []
         self._labelled: list[LabelledExample] = []
         self._dead: list[DeadLetter] = []
         self._obs: dict[str, TaskObservations] = {}
-        for key, entry in list(store.items()):
-            if isinstance(entry, dict) and entry.get("pt") == partition and "dl" in entry:
-                self._heap.append((entry["dl"], key))
+        for key, value in list(store.items()):
+            entry = None if is_progress_key(key) else _read_entry(key, value, partition)
+            if entry is not None and entry.partition == partition:
+                self._heap.append((entry.deadline_ms, key))
         heapq.heapify(self._heap)
 
     # --- inputs -------------------------------------------------------------------------
@@ -161,20 +175,21 @@ class JoinPartition:
         self._advance(ts_ms)
         key = msg.interaction_id
         entry = self._get(key)
-        if _replayed(entry, "oi", offset):
+        if _replayed(entry, entry.interaction_offset if entry else None, offset):
             return
         self.counts["interactions"] += 1
         if entry is None:
-            entry = self._new(WAITING, self.stream_time + self.config.ttl_ms)
-        elif entry["s"] in (DONE, EXPIRED) or "i" in entry:
+            entry = self._new(WAITING)
+        elif entry.state in (DONE, EXPIRED) or entry.interaction is not None:
             self.counts["duplicate_interactions"] += 1
             return
         elif self._conflicts(entry, msg, self.interactions_topic, offset):
             return
-        entry["i"] = {"task": msg.task, "text": msg.text, "ts": msg.ts_ms, "at": self.stream_time}
-        entry["oi"] = offset
-        self._observe(msg.task).inputs.append(input_tokens(msg.text))
-        if "f" in entry:
+        entry.interaction = InteractionPart(msg.task, msg.text, msg.ts_ms, self.stream_time)
+        entry.interaction_offset = offset
+        if entry.prediction is not None:
+            self._observe_input(entry.interaction, entry.prediction)
+        if entry.feedback is not None:
             self._complete(key, entry)
         else:
             self._put(key, entry)
@@ -184,25 +199,29 @@ class JoinPartition:
         self._advance(ts_ms)
         key = msg.interaction_id
         entry = self._get(key)
-        if _replayed(entry, "op", offset):
+        if _replayed(entry, entry.prediction_offset if entry else None, offset):
             return
         self.counts["predictions"] += 1
         self._observe(msg.task).predictions.append(
-            [msg.label, round(msg.confidence, 6), msg.adapter_version]
+            PredictionSeen(msg.label, round(msg.confidence, 6), msg.adapter_version)
         )
         if entry is None:
-            entry = self._new(WAITING, self.stream_time + self.config.ttl_ms)
-        elif entry["s"] in (DONE, EXPIRED):
+            entry = self._new(WAITING)
+        elif entry.state in (DONE, EXPIRED):
             self.counts["late_predictions"] += 1
             return
-        elif "p" in entry:
+        elif entry.prediction is not None:
             self.counts["duplicate_predictions"] += 1
             return
         elif self._conflicts(entry, msg, self.predictions_topic, offset):
             return
-        entry["p"] = [msg.label, msg.adapter_version, msg.confidence, msg.task]
-        entry["op"] = offset
-        if entry["s"] == HELD:
+        entry.prediction = PredictionPart(
+            msg.task, msg.label, msg.adapter_version, msg.confidence, msg.token_count
+        )
+        entry.prediction_offset = offset
+        if entry.interaction is not None:
+            self._observe_input(entry.interaction, entry.prediction)
+        if entry.state == HELD:
             self._emit(key, entry)
         else:
             self._put(key, entry)
@@ -212,28 +231,23 @@ class JoinPartition:
         self._advance(ts_ms)
         key = msg.interaction_id
         entry = self._get(key)
-        if _replayed(entry, "of", offset):
+        if _replayed(entry, entry.feedback_offset if entry else None, offset):
             return
         self.counts["feedback"] += 1
         if entry is None:
-            entry = self._new(WAITING, self.stream_time + self.config.ttl_ms)
-        elif entry["s"] == EXPIRED:
+            entry = self._new(WAITING)
+        elif entry.state == EXPIRED:
             self.counts["late_feedback"] += 1
             self._dead_feedback(msg, offset, "late_feedback", "its interaction had expired")
             return
-        elif entry["s"] in (DONE, HELD) or "f" in entry:
+        elif entry.state in (DONE, HELD) or entry.feedback is not None:
             self._repeat_feedback(entry, msg, offset)
             return
         elif self._conflicts(entry, msg, self.feedback_topic, offset):
             return
-        entry["f"] = {
-            "task": msg.task,
-            "label": msg.label,
-            "ts": msg.ts_ms,
-            "src": msg.source or "feedback",
-        }
-        entry["of"] = offset
-        if "i" in entry:
+        entry.feedback = FeedbackPart(msg.task, msg.label, msg.ts_ms, msg.source or "feedback")
+        entry.feedback_offset = offset
+        if entry.interaction is not None:
             self._complete(key, entry)
         else:
             self._put(key, entry)
@@ -251,12 +265,12 @@ class JoinPartition:
         every partition's offsets in increasing order.
         """
         for offset, example in sorted(examples, key=lambda pair: pair[0]):
-            entry = self._new(DONE, self.stream_time + self.config.ttl_ms)
-            entry["r"] = 1  # repeats of this id are replays of the lost batch
-            entry["lab"] = example.label
+            entry = self._new(DONE)
+            entry.recovered = True  # repeats of this id are replays of the lost batch
+            entry.label = example.label
             self._put(example.interaction_id, entry)
             self._observe(example.task).labelled.append(
-                labelled_item(self.partition, offset, example)
+                labelled_seen(self.partition, offset, example)
             )
             self.labelled_next = max(self.labelled_next, offset + 1)
 
@@ -270,7 +284,7 @@ class JoinPartition:
         """``labelled`` acknowledged ``examples`` at ``offsets``: report them for windows."""
         for example, offset in zip(examples, offsets, strict=True):
             self._observe(example.task).labelled.append(
-                labelled_item(self.partition, offset, example)
+                labelled_seen(self.partition, offset, example)
             )
             self.labelled_next = max(self.labelled_next, offset + 1)
 
@@ -283,70 +297,73 @@ class JoinPartition:
         return out
 
     def changes(self) -> dict[str, dict[str, Any] | None]:
-        """Keys to write to the changelog (``None`` deletes), the progress record last."""
-        changes, self._dirty = self._dirty, {}
-        for key, value in changes.items():
-            if value is None:
+        """Changelog values by key (``None`` deletes), the progress record last."""
+        changes: dict[str, dict[str, Any] | None] = {}
+        dirty, self._dirty = self._dirty, {}
+        for key, entry in dirty.items():
+            if entry is None:
                 self.store.pop(key, None)
+                changes[key] = None
             else:
-                self.store[key] = value
-        progress = {
-            "time": self.stream_time,
-            "labelled_next": self.labelled_next,
-            "counts": dict(self.counts),
-        }
-        self.store[progress_key(self.partition)] = progress
-        changes[progress_key(self.partition)] = progress
+                changes[key] = self.store[key] = entry.to_value()
+        progress = JoinProgress(self.stream_time, self.labelled_next, dict(self.counts))
+        self.store[progress_key(self.partition)] = progress.to_value()
+        changes[progress_key(self.partition)] = progress.to_value()
         return changes
 
     # --- rules --------------------------------------------------------------------------
-    def _complete(self, key: str, entry: dict[str, Any]) -> None:
-        waited = self.stream_time - entry["i"]["at"]
-        if "p" in entry or waited >= self.config.prediction_wait_ms:
+    def _complete(self, key: str, entry: JoinEntry) -> None:
+        """Interaction and feedback are known: emit, or hold for the prediction."""
+        seen_at = entry.interaction.seen_at_ms if entry.interaction else self.stream_time
+        if (
+            entry.prediction is not None
+            or self.stream_time - seen_at >= self.config.prediction_wait_ms
+        ):
             self._emit(key, entry)
         else:
-            entry["s"] = HELD
-            entry["dl"] = entry["i"]["at"] + self.config.prediction_wait_ms
+            entry.state = HELD
+            entry.deadline_ms = seen_at + self.config.prediction_wait_ms
             self._put(key, entry)
 
-    def _emit(self, key: str, entry: dict[str, Any]) -> None:
-        interaction, feedback, prediction = entry["i"], entry["f"], entry.get("p")
+    def _emit(self, key: str, entry: JoinEntry) -> None:
+        interaction, feedback, prediction = entry.interaction, entry.feedback, entry.prediction
+        if interaction is None or feedback is None:  # complete and held entries have both
+            raise WorkerError(f"join entry {key!r} cannot be emitted: {entry}")
         example = LabelledExample(
             interaction_id=key,
-            task=interaction["task"],
-            text=interaction["text"],
-            label=feedback["label"],
-            ts_ms=interaction["ts"],
-            source=feedback["src"],
-            predicted_label=prediction[0] if prediction else None,
-            adapter_version=prediction[1] if prediction else None,
-            confidence=prediction[2] if prediction else None,
+            task=interaction.task,
+            text=interaction.text,
+            label=feedback.label,
+            ts_ms=interaction.ts_ms,
+            source=feedback.source,
+            predicted_label=prediction.label if prediction else None,
+            adapter_version=prediction.adapter_version if prediction else None,
+            confidence=prediction.confidence if prediction else None,
         )
         self._labelled.append(example)
         self.counts["labelled"] += 1
         if prediction is None:
             self.counts["without_prediction"] += 1
-        done = self._new(DONE, self.stream_time + self.config.ttl_ms)
-        done["lab"] = feedback["label"]
-        for name in ("oi", "op", "of"):
-            if name in entry:
-                done[name] = entry[name]
+            self._observe_input(interaction, None)
+        done = self._new(DONE)
+        done.label = feedback.label
+        done.interaction_offset = entry.interaction_offset
+        done.prediction_offset = entry.prediction_offset
+        done.feedback_offset = entry.feedback_offset
         self._put(key, done)
 
-    def _repeat_feedback(self, entry: dict[str, Any], msg: Feedback, offset: int) -> None:
+    def _repeat_feedback(self, entry: JoinEntry, msg: Feedback, offset: int) -> None:
         self.counts["duplicate_feedback"] += 1
-        first = entry["f"]["label"] if "f" in entry else entry.get("lab")
+        first = entry.feedback.label if entry.feedback is not None else entry.label
         if first is not None and first != msg.label:
             self.counts["conflicting_feedback"] += 1
             self._dead_feedback(
                 msg, offset, "conflicting_feedback", f"the first feedback said label {first}"
             )
 
-    def _conflicts(self, entry: dict[str, Any], msg: Any, topic: str, offset: int) -> bool:
+    def _conflicts(self, entry: JoinEntry, msg: Any, topic: str, offset: int) -> bool:
         """True (and dead-lettered) when ``msg`` names another task than the entry does."""
-        known = {part["task"] for part in (entry.get("i"), entry.get("f")) if part}
-        if entry.get("p"):
-            known.add(entry["p"][3])
+        known = entry.tasks()
         if not known or known == {msg.task}:
             return False
         self.counts["task_conflicts"] += 1
@@ -384,53 +401,57 @@ class JoinPartition:
         while heap and heap[0][0] <= self.stream_time:
             deadline, key = heapq.heappop(heap)
             entry = self._get(key)
-            if entry is None or entry.get("dl") != deadline:
+            if entry is None or entry.deadline_ms != deadline:
                 continue  # the entry moved on since this deadline was set
             self._expire(key, entry)
 
-    def _expire(self, key: str, entry: dict[str, Any]) -> None:
-        state = entry["s"]
-        if state == HELD:
+    def _expire(self, key: str, entry: JoinEntry) -> None:
+        if entry.state == HELD:
             self._emit(key, entry)
-        elif state in (DONE, EXPIRED):
+        elif entry.state in (DONE, EXPIRED):
             self._put(key, None)
-        elif "f" in entry:
+        elif entry.feedback is not None:
             self.counts["expired_feedback"] += 1
-            part = entry["f"]
+            part = entry.feedback
             feedback = Feedback(
                 interaction_id=key,
-                task=part["task"],
-                label=part["label"],
-                ts_ms=part["ts"],
-                source=part["src"],
+                task=part.task,
+                label=part.label,
+                ts_ms=part.ts_ms,
+                source=part.source,
             )
             ttl_s = self.config.ttl_ms / 1000
             self._dead_feedback(
-                feedback, entry.get("of", 0), "join_expired", f"no interaction within {ttl_s:g} s"
+                feedback,
+                entry.feedback_offset or 0,
+                "join_expired",
+                f"no interaction within {ttl_s:g} s",
             )
             self._put(key, None)
-        elif "i" in entry:
+        elif entry.interaction is not None:
             self.counts["expired_interactions"] += 1
-            self._put(key, self._new(EXPIRED, self.stream_time + self.config.ttl_ms))
+            if entry.prediction is None:
+                self._observe_input(entry.interaction, None)
+            self._put(key, self._new(EXPIRED))
         else:
             self.counts["expired_predictions"] += 1
             self._put(key, None)
 
     # --- plumbing -----------------------------------------------------------------------
-    def _new(self, state: str, deadline: int) -> dict[str, Any]:
-        return {"s": state, "pt": self.partition, "dl": deadline}
+    def _new(self, state: str) -> JoinEntry:
+        return JoinEntry(state, self.partition, self.stream_time + self.config.ttl_ms)
 
-    def _get(self, key: str) -> dict[str, Any] | None:
+    def _get(self, key: str) -> JoinEntry | None:
         if key in self._dirty:
             return self._dirty[key]
-        entry = self.store.get(key)
-        return dict(entry) if entry is not None else None
+        value = self.store.get(key)
+        return None if value is None else _read_entry(key, value, self.partition)
 
-    def _put(self, key: str, entry: dict[str, Any] | None) -> None:
+    def _put(self, key: str, entry: JoinEntry | None) -> None:
         self._dirty[key] = entry
         if entry is not None:
             # Stale heap items are skipped when popped (their deadline no longer matches).
-            heapq.heappush(self._heap, (entry["dl"], key))
+            heapq.heappush(self._heap, (entry.deadline_ms, key))
 
     def _observe(self, task: str) -> TaskObservations:
         obs = self._obs.get(task)
@@ -438,21 +459,45 @@ class JoinPartition:
             obs = self._obs[task] = TaskObservations()
         return obs
 
+    def _observe_input(
+        self, interaction: InteractionPart, prediction: PredictionPart | None
+    ) -> None:
+        """One input-drift observation per interaction (see the module docstring)."""
+        if prediction is not None and prediction.token_count is not None:
+            tokens = prediction.token_count
+        else:
+            tokens = input_tokens(interaction.text)
+        self._observe(interaction.task).inputs.append(tokens)
 
-def _replayed(entry: dict[str, Any] | None, field: str, offset: int) -> bool:
+
+def _read_entry(key: str, value: Any, partition: int) -> JoinEntry | None:
+    """The entry a changelog value holds; ``None`` (and a warning) when it is unreadable.
+
+    Only the worker writes the changelog, so this should not happen; if it does, the id is
+    treated as unknown (as if its state had expired) rather than stopping the partition.
+    """
+    try:
+        return JoinEntry.from_value(value)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("join partition %d: unreadable state of %r ignored: %s", partition, key, exc)
+        return None
+
+
+def _replayed(entry: JoinEntry | None, absorbed: int | None, offset: int) -> bool:
     """True when ``entry`` already absorbed the record at ``offset``: a replay after a crash."""
-    return entry is not None and (entry.get(field) == offset or "r" in entry)
+    return entry is not None and (absorbed == offset or entry.recovered)
 
 
-def labelled_item(partition: int, offset: int, example: LabelledExample) -> list[Any]:
+def labelled_seen(partition: int, offset: int, example: LabelledExample) -> LabelledSeen:
+    """What the windows and the drift statistics learn of a published example."""
     confidence = example.confidence
     if confidence is not None and not math.isfinite(confidence):
         confidence = None
-    return [
-        partition,
-        offset,
-        example.label,
-        example.predicted_label,
-        confidence,
-        example.ts_ms,
-    ]
+    return LabelledSeen(
+        partition=partition,
+        offset=offset,
+        label=example.label,
+        predicted=example.predicted_label,
+        confidence=confidence,
+        ts_ms=example.ts_ms,
+    )

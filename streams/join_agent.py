@@ -23,12 +23,15 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
 from faust.types import TP
 
-from schemas.codec import decode
+from schemas.codec import dead_letter, decode
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
-from streams.join import JoinConfig, JoinPartition, progress_key
+from streams.changelog import ChangelogWriter
+from streams.errors import EventError
+from streams.events import JoinTick
+from streams.join import JoinConfig, JoinPartition
+from streams.join_state import partition_of, progress_key
 from streams.topology import Topology
 from streamtune.core.topic_reader import read_partition
 
@@ -44,6 +47,7 @@ class JoinAgent:
             ttl_ms=int(topology.settings.join_ttl_s * 1000),
             prediction_wait_ms=int(topology.settings.join_prediction_wait_s * 1000),
         )
+        self.changelog = ChangelogWriter(topology.app, topology.join_table)
         self.parts: dict[int, JoinPartition] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
         self._models: dict[str, Any] = {
@@ -56,7 +60,7 @@ class JoinAgent:
         """The partitions moved away: drop their state (Faust recovers it if they return)."""
         store = self.t.join_table.data
         for key, value in list(store.items()):
-            if isinstance(value, dict) and value.get("pt") in partitions:
+            if partition_of(value) in partitions:
                 store.pop(key, None)
         for partition in partitions:
             self.parts.pop(partition, None)
@@ -74,8 +78,10 @@ class JoinAgent:
             part = touched.get(partition) or await self._partition(partition)
             touched[partition] = part
             if topic == self.t.join_ticks:
-                if await self._caught_up(partition):
-                    part.tick(max(orjson.loads(r.value)["ts"] for r in records))
+                ticks = [self._tick(record, dead) for record in records]
+                latest = max((tick.ts_ms for tick in ticks if tick is not None), default=None)
+                if latest is not None and await self._caught_up(partition):
+                    part.tick(latest)
                 continue
             model, handler = self._models[topic]
             apply = getattr(part, handler)
@@ -121,7 +127,7 @@ class JoinAgent:
         pending = []
         for part in parts:
             for task, obs in part.take_observations().items():
-                body = orjson.dumps(obs.to_dict(task))
+                body = obs.to_event(task).to_bytes()
                 pending.append(
                     await producer.send(self.t.task_events, task.encode(), body, None, None, None)
                 )
@@ -146,11 +152,26 @@ class JoinAgent:
             )
         await asyncio.gather(*pending)
         # Step 4: join state, then progress, per partition; Faust flushes before it commits.
-        changelog = self.t.join_table.changelog_topic.get_topic_name()
         for part in parts:
-            for key, value in part.changes().items():
-                body = None if value is None else orjson.dumps(value)
-                await producer.send(changelog, orjson.dumps(key), body, part.partition, None, None)
+            await self.changelog.write(part.partition, part.changes())
+
+    def _tick(self, record: Any, dead: list[DeadLetter]) -> JoinTick | None:
+        """The tick a join-ticks record holds; a bad one is dead-lettered."""
+        try:
+            return JoinTick.parse(record.value)
+        except EventError as exc:
+            dead.append(
+                dead_letter(
+                    record.value or b"",
+                    error="invalid_event",
+                    reason=str(exc),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                )
+            )
+            return None
 
     async def _partition(self, partition: int) -> JoinPartition:
         part = self.parts.get(partition)

@@ -23,15 +23,23 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-import orjson
 
 from schemas.codec import dead_letter
 from schemas.messages import DeadLetter, DriftEvent, TrainJob
 from schemas.tasks import get_task, known_tasks
+from streams.changelog import ChangelogWriter
 from streams.drift import Detection, DriftConfig, DriftMonitor
+from streams.errors import EventError
+from streams.events import (
+    AdapterPublished,
+    JobEnded,
+    Observations,
+    TaskEvent,
+    TaskTick,
+    parse_task_event,
+)
 from streams.topology import Topology
 from streams.trigger import TriggerConfig, adapter_published, evaluate, job_ended, trigger
 from streams.windows import TaskState, WindowConfig, add_example, close_if_old
@@ -69,7 +77,11 @@ class TaskAgent:
             holdout_fraction=s.holdout_fraction,
             rehearsal_fraction=s.rehearsal_fraction,
             rehearsal_windows=s.rehearsal_windows,
+            drift_min_examples=s.drift_min_examples,
+            regime_max_examples=s.regime_max_examples,
+            on_drift=s.train_on_drift,
         )
+        self.changelog = ChangelogWriter(topology.app, topology.task_table)
         self.monitors: dict[str, DriftMonitor] = {}
         self._replay_marks: dict[str, deque[tuple[int, int]]] = {}
 
@@ -93,14 +105,8 @@ class TaskAgent:
             for record in records:
                 await self._apply(partition, record, now, states, out)
         await self._publish(out)
-        changelog = self.t.task_table.changelog_topic.get_topic_name()
-        store = self.t.task_table.data
         for task, (partition, state) in states.items():
-            value = state.to_dict()
-            store[task] = value
-            await self.t.app.producer.send(
-                changelog, orjson.dumps(task), orjson.dumps(value), partition, None, None
-            )
+            await self.changelog.write(partition, {task: state.to_dict()})
 
     async def _apply(
         self,
@@ -111,15 +117,13 @@ class TaskAgent:
         out: _Outputs,
     ) -> None:
         try:
-            data = orjson.loads(record.value)
-            task = data["task"]
-            get_task(task)
-        except Exception as exc:  # a corrupt internal record must not stop the agent
+            event = parse_task_event(record.value)
+        except EventError as exc:  # a corrupt internal record must not stop the agent
             out.dead.append(
                 dead_letter(
                     record.value,
                     error="invalid_event",
-                    reason=f"unreadable task event: {exc}",
+                    reason=str(exc),
                     topic=record.topic,
                     partition=partition,
                     offset=record.offset,
@@ -127,17 +131,13 @@ class TaskAgent:
                 )
             )
             return
-        state = states[task][1] if task in states else self._state(task, data["kind"] == "obs")
+        task = event.task
+        is_obs = isinstance(event, Observations)
+        state = states[task][1] if task in states else self._state(task, is_obs)
         if state is None or record.offset < state.obs_next:
             return
         states[task] = (partition, state)
-        if data["kind"] == "obs":
-            monitor = await self._monitor(state, partition)
-            out.drift_events += self._observe(state, monitor, data, record.offset, now)
-        elif data["kind"] == "adapter":
-            adapter_published(state, data["version"], data.get("job_id"), data["created_ms"])
-        elif data["kind"] == "job_end":
-            job_ended(state, data["job_id"])
+        await self._apply_event(state, event, partition, record.offset, now, out)
         state.obs_next = record.offset + 1
         close_if_old(state, self.window_config, now)
         job = evaluate(state, self.trigger_config, now_ms=now, labelled_topic=self.t.labelled)
@@ -145,18 +145,38 @@ class TaskAgent:
             log.info("train job %s (%s) for %s", job.job_id, job.reason, task)
             out.jobs.append(job)
 
+    async def _apply_event(
+        self,
+        state: TaskState,
+        event: TaskEvent,
+        partition: int,
+        offset: int,
+        now: int,
+        out: _Outputs,
+    ) -> None:
+        if isinstance(event, Observations):
+            monitor = await self._monitor(state, partition)
+            out.drift_events += self._observe(state, monitor, event, offset, now)
+        elif isinstance(event, AdapterPublished):
+            adapter_published(state, event.version, event.job_id, event.created_ms)
+        elif isinstance(event, JobEnded):
+            job_ended(state, event.job_id)
+        elif not isinstance(event, TaskTick):  # a new kind must be handled here
+            raise TypeError(f"unhandled task event {event!r}")
+
     def _observe(
-        self, state: TaskState, monitor: DriftMonitor, data: dict[str, Any], offset: int, now: int
+        self, state: TaskState, monitor: DriftMonitor, obs: Observations, offset: int, now: int
     ) -> list[DriftEvent]:
-        fresh = [
+        fresh = tuple(
             item
-            for item in data.get("labelled", ())
-            if add_example(state, self.window_config, partition=item[0], offset=item[1], now_ms=now)
-        ]
-        for prediction in data.get("predictions", ()):
-            state.adapter_version = prediction[2]
-        observations = {**data, "labelled": fresh}
-        detections = monitor.observe(observations)
+            for item in obs.labelled
+            if add_example(
+                state, self.window_config, partition=item.partition, offset=item.offset, now_ms=now
+            )
+        )
+        if obs.predictions:
+            state.adapter_version = obs.predictions[-1].adapter_version
+        detections = monitor.observe(replace(obs, labelled=fresh))
         self._mark_replay(state, offset, monitor)
         state.observations = monitor.position
         events = []
@@ -207,10 +227,13 @@ class TaskAgent:
             for record in records:
                 if record.key != state.task.encode():
                     continue
-                data = orjson.loads(record.value)
-                if data.get("kind") == "obs":
+                try:
+                    event = parse_task_event(record.value)
+                except EventError:
+                    continue  # dead-lettered when it was first read
+                if isinstance(event, Observations):
                     before = monitor.position
-                    monitor.replay([data])
+                    monitor.replay([event])
                     marks.append((record.offset, monitor.position - before))
             log.info(
                 "%s: detectors rebuilt from %d observations (offsets %d..%d)",
@@ -259,5 +282,5 @@ def _partition_of(task: str, partitions: int) -> int:
 
 
 def tick_events() -> list[tuple[bytes, bytes]]:
-    """One tick per known task, for the task-events topic."""
-    return [(task.encode(), orjson.dumps({"kind": "tick", "task": task})) for task in known_tasks()]
+    """One tick per known task, for the task-events topic: ``(key, value)``."""
+    return [(task.encode(), TaskTick(task).to_bytes()) for task in known_tasks()]

@@ -4,15 +4,20 @@ Triggers are a full (or aged) window, a drift event, and an optional schedule. T
 pile up: a trigger that cannot fire yet becomes the task's single *pending* trigger (the
 strongest wins: drift, then window, then schedule), and fires once the policy allows:
 
-- at most one job in flight per task: a job stays in flight until an adapter made by it
-  (or newer than it) is announced on ``model-updates``, or ``job_timeout_ms`` passes;
-- a cooldown between two jobs of a task;
-- a minimum number of new examples. A drift trigger also closes the open window early,
-  so that the newest examples are trained on.
+- at most one job in flight per task: a job stays in flight until the trainer reports its
+  end on ``train-status``, or ``job_timeout_ms`` passes. A **drift** does not wait: its job
+  replaces the one in flight, whose data the drift made stale (the trainer cancels it as
+  ``superseded`` as soon as it sees the drift job);
+- a cooldown between two jobs of a task (drift jobs ignore it);
+- a minimum number of new examples since the last job (``min_examples``), or, for the first
+  job after a drift, in the new regime (``drift_min_examples``).
 
-A job trains on every closed window not trained yet. Its holdout is the newest examples
-(``holdout_fraction`` of them, at least one), which the train ranges exclude; its
-rehearsal ranges are sampled from older, already trained windows, against forgetting.
+**Regimes.** A drift starts a new regime at the window that was open when it fired (closed
+at once, so the newest examples are trained on). Every job trains on the task's examples
+of the current regime, newest first up to ``regime_max_examples``, so that no label is
+wasted on small sequential jobs; its holdout is the newest examples (``holdout_fraction``,
+at least one), which the train ranges exclude. Its rehearsal ranges are sampled from
+windows before the regime, against forgetting.
 
 >>> from streams.windows import TaskState, WindowConfig, add_example
 >>> cfg = TriggerConfig(min_examples=4, cooldown_ms=0, job_timeout_ms=60_000)
@@ -25,6 +30,14 @@ rehearsal ranges are sampled from older, already trained windows, against forget
 ('window', [(0, 4)], [(4, 5)])
 >>> evaluate(state, cfg, now_ms=1_700_000_000_001, labelled_topic="labelled") is None  # in flight
 True
+>>> for offset in range(5, 10):
+...     _ = add_example(state, wcfg, partition=0, offset=offset, now_ms=0)
+>>> job_ended(state, job.job_id)
+>>> second = evaluate(state, cfg, now_ms=1_700_000_000_002, labelled_topic="labelled")
+>>> [(r.start, r.end) for r in second.train_ranges]  # the whole regime, not just the new window
+[(0, 8)]
+>>> [(r.start, r.end) for r in second.holdout_ranges]
+[(8, 10)]
 """
 
 from __future__ import annotations
@@ -37,6 +50,8 @@ from dataclasses import dataclass
 from schemas.messages import OffsetRange, TrainJob
 from streams.windows import TaskState, Window, close_open
 
+#: Regime windows kept at most (their count is also capped by ``regime_max_examples``).
+MAX_REGIME_WINDOWS = 64
 #: Trigger reasons, strongest first.
 STRENGTH = {"drift": 3, "window": 2, "schedule": 1}
 
@@ -45,31 +60,36 @@ STRENGTH = {"drift": 3, "window": 2, "schedule": 1}
 class TriggerConfig:
     """The policy's knobs (see the module docstring)."""
 
-    min_examples: int = 200
-    cooldown_ms: int = 600_000
+    min_examples: int = 100
+    cooldown_ms: int = 0
     job_timeout_ms: int = 3_600_000
     schedule_ms: int = 0
     holdout_fraction: float = 0.2
-    rehearsal_fraction: float = 0.25
+    rehearsal_fraction: float = 0.5
     rehearsal_windows: int = 16
+    drift_min_examples: int = 60
+    regime_max_examples: int = 2000
+    on_drift: bool = True  # False: drift is reported but starts no job (scheduled retraining)
 
 
 def trigger(state: TaskState, reason: str, drift_event_id: str | None = None) -> None:
-    """Record a trigger; it coalesces with one already pending (the strongest wins)."""
+    """Record a trigger; it coalesces with one already pending (the strongest wins).
+
+    A drift also starts a new regime at the window open now (see the module docstring)."""
     if state.pending is None or STRENGTH[reason] > STRENGTH[state.pending]:
         state.pending = reason
-    if reason == "drift" and drift_event_id is not None:
-        state.pending_drift_event = drift_event_id
+    if reason == "drift":
+        if drift_event_id is not None:
+            state.pending_drift_event = drift_event_id
+        close_open(state)
+        newest = state.closed[-1] if state.closed else None
+        state.regime_start = newest.id if newest is not None else state.next_window_id
 
 
 def adapter_published(state: TaskState, version: str, job_id: str | None, created_ms: int) -> None:
-    """An adapter for the task was announced: it ends the job in flight that made it."""
+    """An adapter for the task was announced. A job may publish twice (its fast head, then
+    its LoRA adapter), so only the job's end on ``train-status`` ends its flight."""
     state.adapter_version = version
-    flight = state.in_flight
-    if flight is None:
-        return
-    if job_id == flight["job_id"] or (job_id is None and created_ms >= flight["created_ms"]):
-        state.in_flight = None
 
 
 def job_ended(state: TaskState, job_id: str) -> None:
@@ -83,24 +103,45 @@ def evaluate(
 ) -> TrainJob | None:
     """Apply the policy now; return the job to publish, if one is due."""
     if state.in_flight and now_ms - state.in_flight["created_ms"] >= cfg.job_timeout_ms:
-        state.in_flight = None  # no adapter came back: the job failed or was rejected
+        state.in_flight = None  # the trainer never reported: it died or the job was lost
     if state.closed:
         trigger(state, "window")
     new_examples = sum(w.count for w in state.closed) + (state.open.count if state.open else 0)
     if cfg.schedule_ms and new_examples and now_ms - state.last_job_ms >= cfg.schedule_ms:
         trigger(state, "schedule")
-    if state.pending is None or state.in_flight is not None:
+    if state.pending == "drift" and not cfg.on_drift:
+        state.pending = "window" if state.closed else None
+        state.pending_drift_event = None
+    if state.pending is None:
         return None
-    if state.last_job_ms and now_ms - state.last_job_ms < cfg.cooldown_ms:
+    drift = state.pending == "drift"
+    if state.in_flight is not None and not drift:
         return None
-    pool = list(state.closed)
+    if not drift and state.last_job_ms and now_ms - state.last_job_ms < cfg.cooldown_ms:
+        return None
     if state.pending != "window" and state.open is not None and state.open.count:
-        pool.append(state.open)
-    if sum(w.count for w in pool) < cfg.min_examples:
-        return None
-    if state.pending != "window":
         close_open(state)
+    pool = _regime_pool(state, cfg)
+    regime = sum(w.count for w in pool)
+    if drift:
+        if regime < cfg.drift_min_examples:
+            return None
+    elif new_examples < cfg.min_examples:
+        return None
     return _build(state, cfg, pool, now_ms, labelled_topic)
+
+
+def _regime_pool(state: TaskState, cfg: TriggerConfig) -> list[Window]:
+    """The current regime's windows, oldest first, the newest up to ``regime_max_examples``."""
+    windows = [w for w in [*state.history, *state.closed] if w.id >= state.regime_start]
+    pool: list[Window] = []
+    total = 0
+    for window in reversed(windows):
+        if pool and total + window.count > cfg.regime_max_examples:
+            break
+        pool.insert(0, window)
+        total += window.count
+    return pool
 
 
 def _build(
@@ -147,12 +188,17 @@ def _build(
         drift_event_id=state.pending_drift_event if state.pending == "drift" else None,
     )
     trained = {w.id for w in pool}
+    known = {w.id for w in state.history}
     state.closed = [w for w in state.closed if w.id not in trained]
     for window in pool:
         window.tail = []
-    state.history = (
-        (state.history + pool)[-cfg.rehearsal_windows :] if cfg.rehearsal_windows else []
-    )
+    history = sorted([*state.history, *(w for w in pool if w.id not in known)], key=lambda w: w.id)
+    # Keep the regime's windows (they are trained on again) and a few older ones to rehearse.
+    regime = [w for w in history if w.id >= state.regime_start]
+    older = [w for w in history if w.id < state.regime_start]
+    state.history = (older[-cfg.rehearsal_windows :] if cfg.rehearsal_windows else []) + regime[
+        -MAX_REGIME_WINDOWS:
+    ]
     state.jobs_emitted = seq
     state.in_flight = {"job_id": job_id, "created_ms": now_ms}
     state.last_job_ms = now_ms
@@ -169,11 +215,12 @@ def _rehearsal(
     Seeded by the job id, so that a job rebuilt after a crash has the same sample.
     """
     budget = round(cfg.rehearsal_fraction * train_n)
-    if budget <= 0 or not state.history:
+    before = [w for w in state.history if w.id < state.regime_start]
+    if budget <= 0 or not before:
         return []
     seed = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
     rng = random.Random(seed)  # noqa: S311 - sampling, not security
-    windows = list(state.history)
+    windows = list(before)
     rng.shuffle(windows)
     out = []
     for window in windows:

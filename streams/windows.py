@@ -130,6 +130,7 @@ class TaskState:
     adapter_version: str | None = None
     drift_events: int = 0
     last_drift: dict[str, Any] | None = None
+    regime_start: int = 0  # id of the first window of the current regime (see streams.trigger)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +152,7 @@ class TaskState:
             "adapter_version": self.adapter_version,
             "drift_events": self.drift_events,
             "last_drift": self.last_drift,
+            "regime_start": self.regime_start,
         }
 
     @classmethod
@@ -170,6 +172,7 @@ class TaskState:
             "adapter_version",
             "drift_events",
             "last_drift",
+            "regime_start",
         ):
             if name in data:
                 setattr(state, name, data[name])

@@ -234,7 +234,6 @@ class Server:
                     latency_ms=max(0.0, float(stamp - decoded.timestamp_ms)),
                     ts_ms=stamp,
                     token_count=result.token_count,
-                    embedding_sketch=result.sketch,
                 )
         return [p for p in out if p is not None]
 

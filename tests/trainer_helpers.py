@@ -100,7 +100,12 @@ async def wait_for_outcome(settings: Settings, job_id: str, timeout_s: float = 2
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
         for status in await statuses(settings):
-            if status.job_id == job_id and status.state in ("finished", "rejected", "failed"):
+            if status.job_id == job_id and status.state in (
+                "finished",
+                "rejected",
+                "superseded",
+                "failed",
+            ):
                 return status
         await asyncio.sleep(0.5)
     raise TimeoutError(f"job {job_id} did not end in {timeout_s}s")

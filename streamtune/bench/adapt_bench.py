@@ -1,16 +1,23 @@
-"""``streamtune bench adapt``: prequential accuracy through the real pipeline, across a shift.
+"""``streamtune bench adapt``: prequential accuracy through the real processes, across shifts.
 
-The scenario (``streamtune.scenario.build``) is replayed through worker, serve and train on a
-local broker. Two baselines see the same stream in the same order:
+Each scenario (``abrupt``, ``gradual``, ``recurring``; see ``streamtune.scenario.build``) is
+replayed through worker, serve and train on the local broker, starting from the task's
+bootstrap adapter, with the default settings. Every system sees the same events in the same
+order, and an unanswered event counts as wrong for every system:
 
-- the static model: the base model streamtune starts from, never updated;
-- a River online text model that learns one labelled event at a time (test, then train),
-  warmed up on the same seed data as the base model. Its configuration is chosen from a
-  small grid by prequential accuracy before the shift: tuned on what was known then, as
-  streamtune's settings were.
+- ``static``: the bootstrap adapter, never updated;
+- ``river``: a River online text model that learns each labelled event right after
+  predicting it (no feedback delay, which favours it), warmed up on the same seed data as
+  the bootstrap adapter. Its configuration is picked from a small grid by prequential
+  accuracy before the shift (what was known then); ``river_best_hindsight`` is the grid's
+  best post-shift figure, picked with hindsight;
+- ``scheduled``: the same processes with drift triggers and the fast head off: a LoRA job
+  every ``window_size`` labels, the classic retrain-on-a-schedule baseline.
 
-``events_to_recover``: labelled events after the shift until streamtune's rolling accuracy
-(over 100 events) is back within 2 points of its pre-shift accuracy; null if it never is.
+Per scenario it prints one JSON line. ``events_to_recover``: labelled events after the shift
+until streamtune's rolling accuracy (over 100 events) is back within 2 points of its
+pre-shift accuracy; null if it never is. ``seconds_drift_to_adapted_answer``: from the first
+drift event to the first answer served by an adapter trained after it.
 """
 
 from __future__ import annotations
@@ -23,97 +30,136 @@ from pathlib import Path
 
 import torch
 
+from models.bootstrap import Bootstrap
 from models.device import resolve_device
-from models.loader import load_base
-from models.seed import seed_examples
-from models.signing import generate_keypair
+from models.loader import LoadedBase
+from models.seed import split_seed_data
 from streamtune.bench.river_baseline import make_model, prequential
 from streamtune.core.settings import Settings
-from streamtune.core.topic_admin import create_topics, delete_prefixed_topics
-from streamtune.scenario.build import Scenario, build
-from streamtune.scenario.runner import TASK, run_scenario, scenario_settings
+from streamtune.core.topic_admin import delete_prefixed_topics
+from streamtune.scenario.build import SHAPES, Scenario, build
+from streamtune.scenario.prepare import ensure_signing_key, prepare
+from streamtune.scenario.runner import TASK, Run, run_scenario, scenario_settings
 
 RIVER_GRID = ("logreg-0.1", "logreg-0.5", "logreg-1.0", "nb-0.1", "nb-0.5", "nb-1.0")
 ROLLING = 100
+FIRST = 300  # "accuracy over the first 300 post-shift events"
 
 
-def _mean(values: list[bool | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return round(sum(known) / len(known), 4) if known else None
+def _mean(values: list[bool]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
-def _static(settings: Settings, scenario: Scenario) -> list[bool]:
-    base = load_base(settings)
-    predicted = base.predictor(base.seed(TASK), task=TASK, version="static").predict(
-        [r.text for r in scenario.rows]
-    )
+def _static(base: LoadedBase, start: Bootstrap, scenario: Scenario) -> list[bool]:
+    predictor = base.predictor(start.blob, task=TASK, version="static")
+    predicted = predictor.predict([r.text for r in scenario.rows])
     return [p.label == r.label for p, r in zip(predicted, scenario.rows, strict=True)]
 
 
-def _river(settings: Settings, scenario: Scenario) -> tuple[str, list[bool]]:
-    texts, labels = seed_examples(TASK, settings.data_dir)
+def _river(settings: Settings, scenario: Scenario) -> tuple[str, list[bool], str, list[bool]]:
+    """(config picked before the shift, its hits, config best after it, its hits)."""
+    (texts, labels), _ = split_seed_data(TASK, settings.data_dir)
     warmup = list(zip(texts, labels, strict=True))
     stream = [(r.text, r.label) for r in scenario.rows]
-    best: tuple[float, str, list[bool]] = (-1.0, "", [])
+    s = scenario.shift_at
+    runs = {}
     for name in RIVER_GRID:
         kind, value = name.split("-")
-        hits = prequential(make_model(kind, float(value)), warmup, stream)
-        pre = sum(hits[: scenario.shift_at]) / scenario.shift_at
-        if pre > best[0]:
-            best = (pre, name, hits)
-    return best[1], best[2]
+        runs[name] = prequential(make_model(kind, float(value)), warmup, stream)  # type: ignore[arg-type]
+    picked = max(RIVER_GRID, key=lambda n: sum(runs[n][:s]))
+    hindsight = max(RIVER_GRID, key=lambda n: sum(runs[n][s:]))
+    return picked, runs[picked], hindsight, runs[hindsight]
 
 
-def _events_to_recover(hits: list[bool | None], shift_at: int, target: float) -> int | None:
-    post = [h for h in hits[shift_at:]]
+def _events_to_recover(hits: list[bool], shift_at: int, target: float) -> int | None:
+    post = hits[shift_at:]
     for end in range(ROLLING, len(post) + 1):
-        window = [h for h in post[end - ROLLING : end] if h is not None]
-        if window and sum(window) / len(window) >= target - 0.02:
+        if sum(post[end - ROLLING : end]) / ROLLING >= target - 0.02:
             return end
     return None
 
 
-def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
-    scenario = build(settings.data_dir, pre=getattr(args, "rows", None) or 400)
-    keys = Path(tempfile.mkdtemp(prefix="streamtune-adapt-"))
-    private, _ = generate_keypair(keys / "trusted" / "trainer")
-    # The baselines first: quick, and a failure there should not waste a pipeline run.
-    static = _static(settings, scenario)
-    river_name, river = _river(settings, scenario)
-    rate = getattr(args, "rate", None) or 5.0
-    run_settings = scenario_settings(
-        settings, topic_prefix=f"bench-adapt-{secrets.token_hex(3)}-",
-        signing_key_file=private, trusted_keys_dir=keys / "trusted",
-    )  # fmt: skip
-    asyncio.run(create_topics(run_settings))
+def _pipeline(
+    settings: Settings, scenario: Scenario, keys: Path, name: str, rate: float,
+    base: LoadedBase | None, **overrides: object,
+) -> tuple[Run, LoadedBase, Bootstrap]:  # fmt: skip
+    run_settings = ensure_signing_key(
+        scenario_settings(
+            settings, topic_prefix=f"bench-adapt-{name}-{secrets.token_hex(3)}-", **overrides
+        ),
+        keys,
+    )
     try:
-        result = run_scenario(run_settings, scenario, keys / "logs", rate=rate, settle_s=10.0)
+        base, start = prepare(run_settings, TASK, base)
+        run = run_scenario(
+            run_settings, scenario, keys / "logs" / name, rate=rate, settle_s=60.0,
+            start_version=start.version,
+        )  # fmt: skip
     finally:
         asyncio.run(delete_prefixed_topics(run_settings))
-    hits = result.hits(scenario, "adapt")
+    return run, base, start
+
+
+def run_scenario_bench(
+    settings: Settings, shape: str, *, pre: int, rate: float, keys: Path, base: LoadedBase | None
+) -> tuple[dict[str, object], LoadedBase]:
+    scenario = build(settings.data_dir, shape, pre=pre)
     s = scenario.shift_at
-    pre_acc = _mean(hits[:s])
+    river_name, river, hindsight_name, hindsight = _river(settings, scenario)
+    streamtune, base, start = _pipeline(settings, scenario, keys, shape, rate, base)
+    scheduled, _, _ = _pipeline(
+        settings, scenario, keys, f"{shape}-scheduled", rate, base,
+        train_on_drift=False, train_fast_head=False,
+    )  # fmt: skip
+    static = _static(base, start, scenario)
+    hits = streamtune.hits(scenario.rows, "adapt")
+    sched = scheduled.hits(scenario.rows, "adapt")
+    pre_acc = _mean(hits[:s]) or 0.0
     return {
         "bench": "adapt",
+        "scenario": shape,
         "events": len(scenario.rows),
         "shift_at": s,
         "rate_per_s": rate,
+        "start_version": start.version,
         "pre_shift_acc_static": _mean(static[:s]),
+        "pre_shift_acc_streamtune": _mean(hits[:s]),
         "post_shift_acc_static": _mean(static[s:]),
-        "pre_shift_acc_streamtune": pre_acc,
         "post_shift_acc_streamtune": _mean(hits[s:]),
-        "pre_shift_acc_river": _mean(river[:s]),
         "post_shift_acc_river": _mean(river[s:]),
+        "post_shift_acc_river_best_hindsight": _mean(hindsight[s:]),
+        "post_shift_acc_scheduled": _mean(sched[s:]),
+        "first_300_acc_static": _mean(static[s : s + FIRST]),
+        "first_300_acc_streamtune": _mean(hits[s : s + FIRST]),
+        "first_300_acc_river": _mean(river[s : s + FIRST]),
+        "first_300_acc_scheduled": _mean(sched[s : s + FIRST]),
         "river_config": river_name,
-        "events_to_recover": _events_to_recover(hits, s, pre_acc or 0.0),
-        "adapters_promoted": result.promoted,
-        "adapters_rejected": result.rejected,
-        "train_jobs": result.jobs,
-        "drift_events": len(result.drift_events),
-        "first_drift_at": min((e.position for e in result.drift_events), default=None),
-        "answered": sum(h is not None for h in hits),
-        "versions_served": sorted({p.adapter_version for p in result.predictions.values()}),
-        "seconds": round(result.seconds, 1),
+        "river_best_hindsight_config": hindsight_name,
+        "events_to_recover": _events_to_recover(hits, s, pre_acc),
+        "seconds_drift_to_adapted_answer": streamtune.seconds_drift_to_adapted_answer(),
+        "adapters_promoted": streamtune.promoted,
+        "adapters_rejected": streamtune.rejected,
+        "jobs_superseded": streamtune.superseded,
+        "train_jobs": streamtune.jobs,
+        "scheduled_adapters_promoted": scheduled.promoted,
+        "drift_events": len(streamtune.drift_events),
+        "answered": sum(
+            p is not None for p in (streamtune.answer("adapt", r) for r in scenario.rows)
+        ),
+        "versions_served": len({p.adapter_version for p in streamtune.predictions.values()}),
+        "seconds": round(streamtune.seconds, 1),
         "device": str(resolve_device(settings))
         + (" (" + torch.cuda.get_device_name() + ")" if torch.cuda.is_available() else ""),
-    }
+    }, base
+
+
+def run(settings: Settings, args: argparse.Namespace) -> list[dict[str, object]]:
+    shapes = [args.scenario] if getattr(args, "scenario", None) else list(SHAPES)
+    pre = getattr(args, "rows", None) or 400
+    rate = getattr(args, "rate", None) or 10.0
+    keys = Path(tempfile.mkdtemp(prefix="streamtune-adapt-"))
+    lines, base = [], None
+    for shape in shapes:
+        line, base = run_scenario_bench(settings, shape, pre=pre, rate=rate, keys=keys, base=base)
+        lines.append(line)
+    return lines

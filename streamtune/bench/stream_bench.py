@@ -157,8 +157,10 @@ async def _raw(settings: Settings, events: int, work: bool) -> float:
                     part.confirm(examples, [m.offset for m in acked])
                 for obs in part.take_observations().values():
                     for item in obs.labelled:
-                        add_example(state, windows, partition=item[0], offset=item[1], now_ms=0)
-                    monitor.observe(obs.to_dict(TASK))
+                        add_example(
+                            state, windows, partition=item.partition, offset=item.offset, now_ms=0
+                        )
+                    monitor.observe(obs.to_event(TASK))
                 part.take_dead_letters()
                 part.changes()
         return events / (time.perf_counter() - began)

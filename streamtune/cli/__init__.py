@@ -13,11 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from streamtune.cli import bench, demo, kafka, replay, schemas, serve, train, worker
+from streamtune.cli import bench, bootstrap, demo, kafka, replay, schemas, serve, train, worker
 from streamtune.cli.errors import explain
 
 #: Command groups in the order ``--help`` lists them.
-GROUPS = (kafka, schemas, replay, demo, serve, train, worker, bench)
+GROUPS = (kafka, schemas, replay, demo, bootstrap, serve, train, worker, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,8 @@ from streamtune.cli.options import add_connection_options, settings_from_args
 from streamtune.core.settings import Settings
 
 #: Benchmark name -> "module:function"; each function takes (Settings, Namespace) and returns
-#: the figures as a flat dict, printed as one JSON line with --json.
+#: the figures as a flat dict (or a list of them, one per scenario), printed as one JSON line
+#: each with --json.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
     "inference": "streamtune.bench.inference_bench:run",
@@ -22,21 +23,26 @@ BENCHES: dict[str, str] = {
 }
 
 
+Figures = dict[str, object]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     import orjson
 
     module, _, function = BENCHES[args.name].partition(":")
-    run: Callable[[Settings, argparse.Namespace], dict[str, object]] = getattr(
+    run: Callable[[Settings, argparse.Namespace], Figures | list[Figures]] = getattr(
         importlib.import_module(module), function
     )
-    figures = run(settings_from_args(args), args)
-    if args.json:
-        print(orjson.dumps(figures).decode())
-    else:
-        for key, value in figures.items():
-            print(f"{key:>28}: {value}")
+    result = run(settings_from_args(args), args)
+    for figures in result if isinstance(result, list) else [result]:
+        if args.json:
+            print(orjson.dumps(figures).decode(), flush=True)
+        else:
+            for key, value in figures.items():
+                print(f"{key:>34}: {value}")
+            print()
     return 0
 
 
@@ -49,6 +55,18 @@ def register(sub: Any) -> None:
     )
     bench.add_argument(
         "--epochs", type=int, help="train: epochs (default $STREAMTUNE_TRAIN_EPOCHS)"
+    )
+    bench.add_argument(
+        "--scenario",
+        choices=["abrupt", "gradual", "recurring"],
+        help="adapt: one scenario (default: all three)",
+    )
+    bench.add_argument("--rate", type=float, help="adapt: events per second (default 10)")
+    bench.add_argument(
+        "--baseline-steps",
+        dest="baseline_steps",
+        type=int,
+        help="train: steps the previous defaults run for their rate (default 200)",
     )
     add_connection_options(bench)
     bench.set_defaults(func=cmd_bench)

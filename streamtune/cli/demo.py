@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 from streamtune.cli.options import add_connection_options, settings_from_args
@@ -13,70 +12,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import secrets
     import time
 
-    from models.signing import generate_keypair
+    from models.bootstrap import evaluate_file
     from streamtune.core.local_kafka import LocalKafka
-    from streamtune.core.topic_admin import create_topics
     from streamtune.scenario.build import build
-    from streamtune.scenario.runner import run_scenario, scenario_settings
+    from streamtune.scenario.narrator import Narrator
+    from streamtune.scenario.prepare import ensure_signing_key, prepare
+    from streamtune.scenario.runner import TASK, run_scenario, scenario_settings
 
-    base = settings_from_args(args)
+    base_settings = settings_from_args(args)
     if args.local_kafka:
-        result = LocalKafka(base).start()
-        print(
-            f"[1/4] Kafka at {result.bootstrap} ({'already running' if result.already_running else 'started'})"
-        )
-    key = base.signing_key_file or base.keys_dir / "trainer.key"
-    trusted = base.trusted_keys_dir or base.keys_dir / "trusted"
-    if not key.exists():
-        private, public = generate_keypair(key.with_suffix(""))
-        trusted.mkdir(parents=True, exist_ok=True)
-        (trusted / public.name).write_bytes(public.read_bytes())
-        print(f"      made a signing key {private} and trusted it")
-    # A fresh namespace per run, so each demo starts from the base model and empty windows.
+        result = LocalKafka(base_settings).start()
+        how = "already running" if result.already_running else "started"
+        print(f"[1/5] Kafka at {result.bootstrap} ({how})")
+    # A fresh namespace per run, so each demo starts from the bootstrap model and empty windows.
     prefix = args.topic_prefix or f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}-"
-    settings = scenario_settings(base, topic_prefix=prefix)
-    created = asyncio.run(create_topics(settings))
-    print(f"[2/4] {len(created)} topics ready under the prefix {prefix!r}")
-    scenario = build(settings.data_dir, pre=args.pre)
+    settings = ensure_signing_key(scenario_settings(base_settings, topic_prefix=prefix))
+    print(
+        f"[2/5] topics under the prefix {prefix!r}; adapters signed with {settings.signing_key_file}"
+    )
+    print(
+        f"[3/5] the first model: {TASK}'s bootstrap adapter (LoRA on TFNS train, once per machine)"
+    )
+    base, start = prepare(settings, TASK)
+    origin = "from the cache" if start.cached else "trained just now"
+    print(
+        f"      {start.version} ({origin}) is live; anchor accuracy {start.metrics['gate_new_accuracy']:.1%}"
+    )
+    scenario = build(settings.data_dir, args.scenario, pre=args.pre)
     logs = settings.cache_dir / "demo-logs" / prefix.rstrip("-")
     print(
-        f"[3/4] starting worker, serve and train (logs in {logs}), then replaying {scenario.shift_at} "
-        f"finance tweets and {len(scenario.rows) - scenario.shift_at} crypto/stock posts at {args.rate:.0f}/s, "
-        "each with its true label as feedback one second later; the domain shifts at event "
-        f"{scenario.shift_at}"
+        f"[4/5] starting worker, serve and train (logs in {logs}), then replaying the "
+        f"{args.scenario} scenario at {args.rate:.0f}/s: {scenario.shift_at} finance tweets, then "
+        f"crypto/stock posts ({len(scenario.rows)} events), each labelled one second later"
     )
-    began = time.monotonic()
-
-    def tick(run: object) -> None:
-        answered = len(run.predictions)  # type: ignore[attr-defined]
-        versions = sorted({p.adapter_version for p in run.predictions.values()})  # type: ignore[attr-defined]
-        live = (
-            max(run.predictions.values(), key=lambda p: p.ts_ms).adapter_version
-            if answered
-            else "-"
-        )  # type: ignore[attr-defined]
-        print(
-            f"      [{time.monotonic() - began:5.0f}s] answered {answered:>5} | serving {live} "
-            f"(seen: {', '.join(versions) or '-'}) | drift events {len(run.drift_events)} | "  # type: ignore[attr-defined]
-            f"train jobs {run.jobs} | promoted {run.promoted} | rejected {run.rejected}",  # type: ignore[attr-defined]
-            flush=True,
-        )
-
-    result = run_scenario(settings, scenario, logs, rate=args.rate, on_tick=tick, settle_s=5.0)
-    hits = result.hits(scenario, "adapt")
-
-    def acc(part: list[bool | None]) -> str:
-        known = [h for h in part if h is not None]
-        return f"{sum(known) / len(known):.1%}" if known else "n/a"
-
+    narrate = Narrator(scenario, "adapt")
+    run = run_scenario(
+        settings, scenario, logs, rate=args.rate, on_tick=narrate, settle_s=30.0,
+        start_version=start.version,
+    )  # fmt: skip
+    narrate(run)
     s = scenario.shift_at
+    hits = run.hits(scenario.rows, "adapt")
+    post = scenario.rows[s:]
+    static = evaluate_file(base, start.blob, TASK, [r.text for r in post], [r.label for r in post])
+
+    def share(part: list[bool]) -> str:
+        return f"{sum(part) / len(part):.1%}" if part else "n/a"
+
+    delay = run.seconds_drift_to_adapted_answer()
     print(
-        f"[4/4] done in {result.seconds:.0f}s: accuracy before the shift {acc(hits[:s])}, after it {acc(hits[s:])} "
-        f"(last 200 events {acc(hits[-200:])}); {len(result.drift_events)} drift events, {result.jobs} train jobs, "
-        f"{result.promoted} adapters promoted, {result.rejected} rejected."
+        f"[5/5] done in {run.seconds:.0f}s: accuracy before the shift {share(hits[:s])}; after it "
+        f"{share(hits[s:])} against {static:.1%} for the static model on the same events "
+        f"(last 200 events {share(hits[-200:])}); first adapted answer "
+        f"{'n/a' if delay is None else f'{delay:.0f}s'} after the first drift event; "
+        f"{len(run.drift_events)} drift events, {run.jobs} train jobs, {run.promoted} adapters "
+        f"promoted, {run.rejected} jobs rejected, {run.superseded} superseded."
     )
     print(
-        "      `streamtune bench adapt --json` runs the same scenario beside a static model and an online River model."
+        "      `streamtune bench adapt --json` runs three such scenarios beside a static model, "
+        "online River models and scheduled retraining."
     )
     return 0
 
@@ -87,6 +81,12 @@ def register(sub: Any) -> None:
     )
     demo.add_argument("--rate", type=float, default=10.0, help="events per second (default 10)")
     demo.add_argument("--pre", type=int, default=400, help="tweets before the shift (default 400)")
+    demo.add_argument(
+        "--scenario",
+        choices=["abrupt", "gradual", "recurring"],
+        default="abrupt",
+        help="the shape of the shift (default abrupt)",
+    )
     demo.add_argument(
         "--no-local-kafka",
         dest="local_kafka",

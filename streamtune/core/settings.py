@@ -122,6 +122,18 @@ class Settings(BaseSettings):
     train_lora_targets: str = Field(
         "query,key,value,dense", description="comma-separated module names LoRA adapts"
     )
+    train_lora_layers: int = Field(
+        2,
+        ge=0,
+        le=256,
+        description="LoRA adapts only the top N encoder layers (0: all); the frozen layers "
+        "below run once per job instead of once per step",
+    )
+    train_fast_head: bool = Field(
+        True,
+        description="answer each job first with a new head on the live encoder's features "
+        "(seconds), then with the LoRA adapter if it gates better",
+    )
     train_epochs: int = Field(3, ge=1, le=100)
     train_batch_size: int = Field(32, ge=1, le=4096)
     train_learning_rate: float = Field(2e-3, gt=0, le=1.0)
@@ -149,17 +161,23 @@ class Settings(BaseSettings):
     train_max_poll_interval_ms: int = Field(
         3_600_000, ge=60_000, description="longest job before eviction"
     )
+    gate_alpha: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="significance the paired test (exact McNemar) on the holdout must reach",
+    )
     gate_min_improvement: float = Field(
-        0.005,
+        0.0,
         ge=-1.0,
         le=1.0,
-        description="holdout macro-F1 the new adapter must gain over the live one",
+        description="holdout accuracy the new adapter must gain over the live one",
     )
     gate_anchor_tolerance: float = Field(
-        0.02, ge=0.0, le=1.0, description="anchor-set macro-F1 the new adapter may lose"
+        0.05, ge=0.0, le=1.0, description="anchor-set accuracy the new adapter may lose"
     )
     gate_anchor_size: int = Field(
-        500, ge=10, le=100_000, description="examples in each task's anchor set"
+        600, ge=10, le=100_000, description="examples in each task's anchor set (at most 600)"
     )
 
     # --- Streams worker -----------------------------------------------------------------
@@ -214,25 +232,34 @@ class Settings(BaseSettings):
         5000, ge=0, description="observations replayed from Kafka to rebuild detectors on restart"
     )
     window_size: int = Field(
-        1000, ge=0, description="labelled examples per window (0: close windows by age only)"
+        150, ge=0, description="labelled examples per window (0: close windows by age only)"
     )
     window_max_age_s: float = Field(
         0.0, ge=0, description="close a window this long after its first example (0: by count)"
     )
     holdout_fraction: float = Field(
-        0.2, gt=0, le=0.5, description="newest share of a job's window held out for the gate"
+        0.25, gt=0, le=0.5, description="newest share of a job's window held out for the gate"
     )
     rehearsal_fraction: float = Field(
-        0.25, ge=0, le=2, description="rehearsal sample from older windows, relative to train size"
+        0.5, ge=0, le=2, description="rehearsal sample from older windows, relative to train size"
     )
     rehearsal_windows: int = Field(
         16, ge=0, le=256, description="older windows kept for rehearsal sampling"
     )
     train_min_examples: int = Field(
-        200, ge=2, description="a train job needs at least this many new examples"
+        100, ge=2, description="a train job needs at least this many new examples"
     )
     train_cooldown_s: float = Field(
-        600.0, ge=0, description="at least this long between two train jobs of one task"
+        0.0, ge=0, description="at least this long between two window jobs of one task"
+    )
+    train_on_drift: bool = Field(
+        True, description="a drift starts a job at once (False: scheduled retraining only)"
+    )
+    drift_min_examples: int = Field(
+        60, ge=2, description="labelled examples of the new regime the first drift job needs"
+    )
+    regime_max_examples: int = Field(
+        2000, ge=10, description="a job trains on at most this many newest examples of the regime"
     )
     train_job_timeout_s: float = Field(
         3600.0,

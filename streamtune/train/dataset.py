@@ -3,10 +3,7 @@ training store), validated, deduplicated, and assembled into training and holdou
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
 
 from models.training import TaskData
 from schemas.base import DecodeError
@@ -82,25 +79,25 @@ def labelled_topic(settings: Settings, job: TrainJob) -> str:
     return topic if topic.startswith(settings.topic_prefix) else settings.topic_prefix + topic
 
 
-async def job_data(
-    settings: Settings,
-    job: TrainJob,
-    warm_head: Callable[[str], dict[str, torch.Tensor] | None],
-) -> JobData:
-    """Read and assemble a job's training and holdout sets; ``warm_head(task)`` gives the head
-    to start from (or None). Raises :class:`JobError` when a task has too little data."""
+async def job_data(settings: Settings, job: TrainJob) -> JobData:
+    """Read and assemble a job's training and holdout sets (newest training examples first,
+    up to ``regime_max_examples`` plus the rehearsal sample). Raises :class:`JobError` when a
+    task has too little data."""
     tasks = set(job.tasks)
     topic = labelled_topic(settings, job)
-    train_read = await read_ranges(
-        settings, topic, [*job.train_ranges, *job.rehearsal_ranges], tasks
-    )
+    train_read = await read_ranges(settings, topic, job.train_ranges, tasks)
+    rehearsal_read = await read_ranges(settings, topic, job.rehearsal_ranges, tasks)
     holdout_read = await read_ranges(settings, topic, job.holdout_ranges, tasks)
     datasets, holdouts = [], {}
     for task in job.tasks:
-        examples = [
+        held = holdout_read.by_task(task)
+        fresh = [
             e for e in train_read.by_task(task) if e.interaction_id not in holdout_read.examples
         ]
-        held = holdout_read.by_task(task)
+        fresh = sorted(fresh, key=lambda e: e.ts_ms)[-settings.regime_max_examples :]
+        taken = {e.interaction_id for e in fresh} | set(holdout_read.examples)
+        older = [e for e in rehearsal_read.by_task(task) if e.interaction_id not in taken]
+        examples = fresh + older
         if len(examples) < settings.train_min_valid_examples:
             first = f"; first: {train_read.first_error}" if train_read.first_error else ""
             raise JobError(
@@ -115,12 +112,14 @@ async def job_data(
                 get_task(task).num_labels,
                 [e.text for e in examples],
                 [e.label for e in examples],
-                warm_head(task),
             )
         )
         holdouts[task] = ([e.text for e in held], [e.label for e in held])
+    train_read.corrupt += rehearsal_read.corrupt
+    train_read.duplicates += rehearsal_read.duplicates
     summary = (
-        f"read {sum(len(d.texts) for d in datasets)} training and "
+        f"read {sum(len(d.texts) for d in datasets)} training (with "
+        f"{sum(len(rehearsal_read.by_task(t)) for t in job.tasks)} rehearsal) and "
         f"{sum(len(h[0]) for h in holdouts.values())} holdout examples; skipped "
         f"{train_read.corrupt + holdout_read.corrupt} corrupt, {train_read.duplicates} duplicates"
     )

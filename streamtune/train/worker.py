@@ -1,22 +1,25 @@
 """``streamtune train``: the trainer worker. Composition root of the train process.
 
 It consumes ``train-jobs`` one job at a time and commits a job only when it is finished
-(promoted, rejected or failed), so a trainer killed mid-job reruns the job after a restart.
-Training runs in a thread of this process, never on a Faust event loop.
+(promoted, rejected, superseded or failed), so a trainer killed mid-job reruns the job after
+a restart. Training runs in a thread of this process, never on a Faust event loop.
 
 For each job:
 
-1. read the examples of the job's ``train_ranges`` and ``rehearsal_ranges`` back from
-   ``labelled``, validate them (bad ones are counted and skipped) and deduplicate them by
-   ``interaction_id``; the ``holdout_ranges`` give the holdout set, and each task's anchor set
-   (a fixed sample of its held-out seed data) guards against forgetting;
-2. train LoRA (warm-started from the live adapter, or fresh from the base) with early
-   stopping on a validation split;
-3. gate: the new adapter is promoted only if its holdout macro-F1 beats the live model's by
-   ``gate_min_improvement`` and its anchor macro-F1 falls by at most ``gate_anchor_tolerance``;
-4. sign and publish promoted adapters on ``model-updates``; report every step on
-   ``train-status``.
+1. read the examples of the job's ranges back from ``labelled`` (``streamtune.train.dataset``):
+   the newest of the current regime plus a rehearsal sample from before it, and the holdout;
+2. **fast head**: fit a new head on the live encoder's features of those examples, gate it
+   and, if it wins, sign and publish it at once (seconds after the job arrived);
+3. **LoRA**: train LoRA + head, warm-started from the live adapter (often the fast head just
+   published), gate it against what is live now, and publish it if it wins;
+4. report every step on ``train-status``.
 
+The gate (``models.gate``) compares candidate and live model on the same holdout examples
+with an exact McNemar test, and guards the task's anchor set against forgetting; the
+decision's numbers go into the status event and the manifest.
+
+A job whose data a newer drift made stale is dropped as ``superseded``: before it starts,
+between its stages, during training and before anything is published (``job_watch``).
 A failing attempt is retried with exponential backoff; after ``train_max_attempts`` the job
 is marked failed and the live model is untouched.
 """
@@ -34,24 +37,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
 from aiokafka import AIOKafkaProducer
 
 from models.artifact import LoraSpec
 from models.errors import AdapterRejected
-from models.evaluation import evaluate
 from models.gate import GateRule
 from models.loader import load_base, verify_adapter
-from models.seed import anchor_examples
 from models.signing import Keyring, Signer, load_keyring, load_signer
-from models.training import (
-    Progress,
-    TaskData,
-    TrainConfig,
-    export_task_adapter,
-    lora_tensors,
-    train,
-)
+from models.training import Progress, TrainConfig
 from schemas.fields import now_ms
 from schemas.messages import SEED_VERSION, JobStatus, TrainJob
 from schemas.topics import TRAIN_JOBS, TRAIN_STATUS
@@ -61,7 +54,16 @@ from streamtune.core.settings import Settings
 from streamtune.core.validating_consumer import ValidatingConsumer
 from streamtune.model_updates.follower import Update, UpdatesFollower
 from streamtune.model_updates.publisher import sign_and_publish
-from streamtune.train.dataset import job_data
+from streamtune.train.config import gate_rule, lora_spec, train_config
+from streamtune.train.dataset import JobData, job_data
+from streamtune.train.job_watch import JobWatch
+from streamtune.train.stages import (
+    Candidate,
+    Evaluator,
+    Live,
+    fast_head_candidates,
+    lora_candidates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +72,16 @@ class Cancelled(StreamtuneError, RuntimeError):
     """The trainer is stopping; the job stays uncommitted and reruns after a restart."""
 
 
+class Superseded(StreamtuneError, RuntimeError):
+    """A newer drift made the job's data stale; the job ends as ``superseded``."""
+
+
 @dataclass
 class Outcome:
-    state: str  # finished | rejected | failed
+    state: str  # finished | rejected | superseded | failed
     metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     message: str = ""
-
-
-@dataclass
-class Candidate:
-    """A trained adapter of one task, evaluated and gated, not yet published."""
-
-    task: str
-    version: str
-    blob: bytes
-    num_labels: int
-    metrics: dict[str, float]
-    promote: bool
-    reason: str
 
 
 @dataclass
@@ -96,15 +89,10 @@ class TrainerStats:
     jobs: int = 0
     promoted: int = 0
     rejected: int = 0
+    superseded: int = 0
     failed: int = 0
     attempts: int = 0
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-
-
-@dataclass
-class _Live:
-    version: str
-    blob: bytes
 
 
 class Trainer:
@@ -127,6 +115,9 @@ class Trainer:
         # Evaluation runs the model exactly as serve will (same precision).
         self.base = load_base(self.settings)
         self.device = self.base.device
+        self.evaluator = Evaluator(
+            self.base, self.settings.data_dir, self.settings.gate_anchor_size
+        )
 
     async def run(self, stop: asyncio.Event) -> TrainerStats:
         loop = asyncio.get_running_loop()
@@ -137,6 +128,8 @@ class Trainer:
         await producer.start()
         self.follower = UpdatesFollower(self.settings, list(_all_tasks()))
         await self.follower.start()
+        self.jobs = JobWatch(self.settings)
+        await self.jobs.start()
         raw = make_consumer(
             self.settings, self.settings.topic(TRAIN_JOBS), group_id=self.settings.train_group_id,
             max_poll_interval_ms=self.settings.train_max_poll_interval_ms, max_poll_records=1,
@@ -167,6 +160,7 @@ class Trainer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await consumer.stop()
+            await self.jobs.stop()
             await self.follower.stop()
             await producer.stop()
             self._pool.shutdown(wait=True)
@@ -219,13 +213,15 @@ class Trainer:
         return outcome
 
     def _count(self, job: TrainJob, outcome: Outcome) -> None:
-        """Jobs that failed; adapters (one per task) promoted or rejected by the gate."""
+        """Jobs that failed or were superseded; adapters promoted; jobs the gate rejected."""
         self.stats.outcomes[job.job_id] = outcome
+        self.stats.promoted += len(outcome.versions)
         if outcome.state == "failed":
             self.stats.failed += 1
-            return
-        self.stats.promoted += len(outcome.versions)
-        self.stats.rejected += len(job.tasks) - len(outcome.versions)
+        elif outcome.state == "superseded":
+            self.stats.superseded += 1
+        elif outcome.state == "rejected":
+            self.stats.rejected += 1
 
     async def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -234,64 +230,79 @@ class Trainer:
                 raise Cancelled("stopping")
             await asyncio.sleep(min(0.2, end - time.monotonic()))
 
+    def _stale(self, job: TrainJob) -> None:
+        newer = self.jobs.superseding(job)
+        if newer is not None:
+            raise Superseded(f"drift job {newer} made its data stale")
+
     async def _attempt(self, job: TrainJob, attempt: int) -> Outcome:
         loop = asyncio.get_running_loop()
-        live = await self._live_adapters(job.tasks)
+        outcome = Outcome("rejected")
+        notes: list[str] = []
+        try:
+            self._stale(job)
+            live = await self._live_adapters(job.tasks)
+            data = await job_data(self.settings, job)
+            await self._status(job, "progress", attempt, progress=0.0, message=data.summary)
+            if self.settings.train_fast_head:
+                heads = await loop.run_in_executor(self._pool, self._fast_heads, job, data, live)
+                await self._publish(job, heads, live, outcome, notes)
+                await self._status(
+                    job, "progress", attempt, progress=0.1, message="; ".join(notes)[:2048]
+                )
+            figures, adapters = await loop.run_in_executor(
+                self._pool, self._train_lora, job, attempt, data, live, loop
+            )
+            outcome.metrics.update(figures)
+            await self._publish(job, adapters, live, outcome, notes)
+        except Superseded as exc:
+            outcome.state = "superseded"
+            notes.append(str(exc))
+        if outcome.state != "superseded":
+            outcome.state = "finished" if outcome.versions else "rejected"
+        outcome.message = "; ".join(notes)[:2048]
+        return outcome
 
-        def warm_head(task: str) -> dict[str, torch.Tensor] | None:
-            return lora_tensors(live[task].blob)[1] if self.settings.train_warm_start else None
-
-        data = await job_data(self.settings, job, warm_head)
-        await self._status(job, "progress", attempt, progress=0.0, message=data.summary)
-        metrics, candidates = await loop.run_in_executor(
-            self._pool, self._train_and_gate, job, attempt, data.datasets, data.holdouts, live, loop
-        )
-        # Signing and publishing happen here, on the event loop; the thread only decides.
-        promoted: dict[str, str] = {}
+    async def _publish(
+        self, job: TrainJob, candidates: list[Candidate], live: dict[str, Live],
+        outcome: Outcome, notes: list[str],
+    ) -> None:  # fmt: skip
+        """Sign and publish the candidates the gate promoted; they become the live ones."""
         for c in candidates:
-            if c.promote:
-                await sign_and_publish(
-                    self._producer, self.settings, self.signer, task=c.task, version=c.version,
-                    blob=c.blob, base_model_id=self.base.model_id, num_labels=c.num_labels,
-                    parent_version=live[c.task].version, metrics=c.metrics, job_id=job.job_id,
-                )  # fmt: skip
-                promoted[c.task] = c.version
-        reasons = "; ".join(
-            f"{c.task}: {'promoted ' + c.version + ' (' if c.promote else ''}{c.reason}{')' if c.promote else ''}"
-            for c in candidates
-        )
-        return Outcome("finished" if promoted else "rejected", metrics, promoted, reasons[:2048])
+            outcome.metrics.update({f"{c.task}/{c.stage}/{k}": v for k, v in c.metrics.items()})
+            if not c.decision.promote:
+                notes.append(f"{c.task} {c.stage}: rejected, {c.decision.reason}")
+                continue
+            self._stale(job)  # nothing trained on stale data goes out after a drift
+            await sign_and_publish(
+                self._producer, self.settings, self.signer, task=c.task, version=c.version,
+                blob=c.blob, base_model_id=self.base.model_id, num_labels=c.num_labels,
+                parent_version=live[c.task].version, metrics=c.metrics, job_id=job.job_id,
+            )  # fmt: skip
+            live[c.task] = Live(c.version, c.blob)
+            outcome.versions[c.task] = c.version
+            notes.append(f"{c.task} {c.stage}: promoted {c.version}, {c.decision.reason}")
+
+    def _rule(self) -> GateRule:
+        return gate_rule(self.settings)
 
     def _spec(self) -> LoraSpec:
-        s = self.settings
-        return LoraSpec(
-            r=s.train_lora_r,
-            lora_alpha=s.train_lora_alpha,
-            lora_dropout=s.train_lora_dropout,
-            target_modules=s.lora_targets(),
-        )
+        return lora_spec(self.settings, self.base.encoder)
 
     def _config(self) -> TrainConfig:
-        s = self.settings
-        return TrainConfig(
-            epochs=s.train_epochs, batch_size=s.train_batch_size, learning_rate=s.train_learning_rate,
-            weight_decay=s.train_weight_decay, max_length=s.train_max_length, seed=s.train_seed,
-            class_weighted=s.train_class_weighted, validation_fraction=s.train_validation_fraction,
-            patience=s.train_patience, bf16=s.train_bf16,
-        )  # fmt: skip
+        return train_config(self.settings)
 
-    def _train_and_gate(
-        self, job: TrainJob, attempt: int, datasets: list[TaskData], holdouts: dict[str, tuple[list[str], list[int]]],
-        live: dict[str, _Live], loop: asyncio.AbstractEventLoop,
+    def _fast_heads(self, job: TrainJob, data: JobData, live: dict[str, Live]) -> list[Candidate]:
+        """Runs in the training thread."""
+        return fast_head_candidates(
+            self.evaluator, job.job_id, data.datasets, data.holdouts, live, self._rule()
+        )
+
+    def _train_lora(
+        self, job: TrainJob, attempt: int, data: JobData, live: dict[str, Live],
+        loop: asyncio.AbstractEventLoop,
     ) -> tuple[dict[str, float], list[Candidate]]:  # fmt: skip
         """Runs in the training thread: train, evaluate and gate; publishes nothing."""
-        spec = self._spec()
-        lora_init = None
-        primary = live[job.tasks[0]]
-        if self.settings.train_warm_start and primary.version != SEED_VERSION:
-            lora, _, config = lora_tensors(primary.blob)
-            if config.lora == spec:
-                lora_init = lora
         bar = None
         if self._progress_bar:
             from tqdm import tqdm
@@ -302,6 +313,7 @@ class Trainer:
         def on_progress(p: Progress) -> None:
             if self._cancel.is_set():
                 raise Cancelled("stopping")
+            self._stale(job)
             if bar is not None:
                 bar.total = p.steps
                 bar.update(1)
@@ -313,55 +325,26 @@ class Trainer:
                 # Fire and forget: progress is information, the thread never waits on it.
                 asyncio.run_coroutine_threadsafe(
                     self._status(
-                        job, "progress", attempt, progress=p.step / p.steps, message=message
+                        job,
+                        "progress",
+                        attempt,
+                        progress=0.1 + 0.9 * p.step / p.steps,
+                        message=message,
                     ),
                     loop,
                 )
 
         try:
-            result = train(
-                self.base.encoder, self.base.tokenizer, datasets, spec=spec, config=self._config(),
-                device=self.device, lora_init=lora_init, on_progress=on_progress,
+            return lora_candidates(
+                self.evaluator, job.job_id, data.datasets, data.holdouts, live, self._rule(),
+                spec=self._spec(), config=self._config(), warm_start=self.settings.train_warm_start,
+                on_progress=on_progress,
             )  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()
-        metrics: dict[str, float] = {
-            "train_examples_per_s": round(result.examples_per_s, 1),
-            "epochs": result.epochs_run,
-        }
-        rule = GateRule(self.settings.gate_min_improvement, self.settings.gate_anchor_tolerance)
-        candidates = []
-        for data in datasets:
-            task = data.task
-            blob = export_task_adapter(
-                result.model,
-                task,
-                num_labels=data.num_labels,
-                base_model_id=self.base.model_id,
-                spec=spec,
-            )
-            sets = {
-                "holdout": holdouts[task],
-                "anchor": anchor_examples(
-                    task, self.settings.data_dir, self.settings.gate_anchor_size
-                ),
-            }
-            new = evaluate(self.base, blob, task, data.num_labels, sets)
-            old = evaluate(self.base, live[task].blob, task, data.num_labels, sets)
-            task_metrics = {
-                **{f"new_{k}": round(v, 4) for k, v in new.items()},
-                **{f"live_{k}": round(v, 4) for k, v in old.items()},
-            }
-            metrics.update({f"{task}/{k}": v for k, v in task_metrics.items()})
-            decision = rule.decide(new, old)
-            version = job.job_id if len(datasets) == 1 else f"{job.job_id}.{task}"
-            candidates.append(
-                Candidate(task, version, blob, data.num_labels, task_metrics, decision.promote, decision.reason)
-            )  # fmt: skip
-        return metrics, candidates
 
-    async def _live_adapters(self, tasks: list[str]) -> dict[str, _Live]:
+    async def _live_adapters(self, tasks: list[str]) -> dict[str, Live]:
         """The verified live adapter of each task, or its seed model."""
         self._live_updates.update(await self.follower.catch_up())
         out = {}
@@ -370,7 +353,7 @@ class Trainer:
             if update is not None and update.manifest is not None and update.blob is not None:
                 try:
                     verify_adapter(update.manifest, update.blob, self.keyring)
-                    out[task] = _Live(update.manifest.version, update.blob)
+                    out[task] = Live(update.manifest.version, update.blob)
                     continue
                 except AdapterRejected as exc:
                     log.warning(
@@ -379,8 +362,7 @@ class Trainer:
                         update.manifest.version,
                         exc,
                     )
-            blob = self.base.seed(task)
-            out[task] = _Live(SEED_VERSION, blob)
+            out[task] = Live(SEED_VERSION, self.base.seed(task))
         return out
 
     async def _status(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from streams.drift import DriftConfig, DriftMonitor
+from streams.events import LabelledSeen, Observations, PredictionSeen
 
 TASK = "tfns-sentiment"
 
@@ -74,13 +75,19 @@ def test_replaying_the_tail_rebuilds_the_same_detectors():
     records = []
     for _ in range(60):
         records.append(
-            {
-                "inputs": [rng.randint(8, 16) for _ in range(20)],
-                "predictions": [[0, rng.uniform(0.6, 0.8), "v1"] for _ in range(20)],
-                "labelled": [[0, 0, 2, 2 if rng.random() < 0.8 else 0, None, 0] for _ in range(20)],
-            }
+            Observations(
+                task=TASK,
+                inputs=tuple(rng.randint(8, 16) for _ in range(20)),
+                predictions=tuple(
+                    PredictionSeen(0, rng.uniform(0.6, 0.8), "v1") for _ in range(20)
+                ),
+                labelled=tuple(
+                    LabelledSeen(0, 0, 2, 2 if rng.random() < 0.8 else 0, None, 0)
+                    for _ in range(20)
+                ),
+            )
         )
-    shifted = {"inputs": [], "predictions": [], "labelled": [[0, 0, 2, 0, None, 0]] * 200}
+    shifted = Observations(task=TASK, labelled=(LabelledSeen(0, 0, 2, 0, None, 0),) * 200)
     uninterrupted = monitor()
     for record in records:
         uninterrupted.observe(record)

@@ -167,7 +167,7 @@ def test_recovery_takes_back_published_examples_in_offset_order(join):
     join.recover(published)
     assert join.labelled_next == 13
     obs = join.take_observations()[TASK]
-    assert [item[1] for item in obs.labelled] == [11, 12]
+    assert [item.offset for item in obs.labelled] == [11, 12]
     # The replayed feedback that produced them emits nothing more.
     join.on_feedback(feedback("a", 2), offset=3, ts_ms=TS)
     join.on_feedback(feedback("b", 0), offset=4, ts_ms=TS)

@@ -73,31 +73,38 @@ def test_a_full_window_emits_exactly_one_job_with_a_disjoint_newest_holdout():
     TrainJob.from_bytes(job.to_bytes())  # valid on the wire
 
 
-def test_one_job_in_flight_and_triggers_coalesce():
+def test_one_job_in_flight_and_a_drift_replaces_it():
     wcfg = WindowConfig(window_size=10)
-    tcfg = TriggerConfig(min_examples=5, cooldown_ms=0, job_timeout_ms=10 * MIN)
+    tcfg = TriggerConfig(
+        min_examples=5, cooldown_ms=0, job_timeout_ms=10 * MIN, drift_min_examples=15
+    )
     state = TaskState(TASK)
     fill(state, wcfg, 10)
     first = job_at(state, tcfg)
-    fill(state, wcfg, 30, start=10)  # three more windows while the first job runs
-    trigger(state, "drift", "tfns-sentiment:error_rate:40")
-    assert job_at(state, tcfg, NOW + 1) is None
-    assert state.pending == "drift"
-    adapter_published(state, "v2", first.job_id, NOW + 2)
-    second = job_at(state, tcfg, NOW + 3)
-    assert second.reason == "drift" and second.drift_event_id == "tfns-sentiment:error_rate:40"
-    assert second.train_examples + second.holdout_examples == 30  # all three windows, once
+    fill(state, wcfg, 10, start=10)  # a window closes while the first job runs: it waits
+    assert job_at(state, tcfg, NOW + 1) is None and state.pending == "window"
+    adapter_published(state, "v2", first.job_id, NOW + 2)  # a fast head: the job goes on
+    assert job_at(state, tcfg, NOW + 2) is None
+    fill(state, wcfg, 5, start=20)
+    trigger(state, "drift", "tfns-sentiment:error_rate:25")
+    # The regime starts at the window open when the drift fired (5 examples): too few yet.
+    assert job_at(state, tcfg, NOW + 3) is None and state.pending == "drift"
+    fill(state, wcfg, 10, start=25)
+    second = job_at(state, tcfg, NOW + 4)  # the first job is still in flight: replaced
+    assert second.reason == "drift" and second.drift_event_id == "tfns-sentiment:error_rate:25"
+    assert second.train_examples + second.holdout_examples == 15  # the regime only
     assert second.parent_version == "v2"
-    assert job_at(state, tcfg, NOW + 4) is None
+    assert state.in_flight["job_id"] == second.job_id
+    assert job_at(state, tcfg, NOW + 5) is None
 
 
-def test_the_cooldown_holds_then_the_pending_trigger_fires():
+def test_the_cooldown_holds_window_jobs_then_the_pending_trigger_fires():
     wcfg = WindowConfig(window_size=10)
     tcfg = TriggerConfig(min_examples=5, cooldown_ms=MIN, job_timeout_ms=10 * MIN)
     state = TaskState(TASK)
     fill(state, wcfg, 10)
     first = job_at(state, tcfg)
-    adapter_published(state, "v2", first.job_id, NOW)
+    job_ended(state, first.job_id)
     fill(state, wcfg, 10, start=10)
     assert job_at(state, tcfg, NOW + MIN - 1) is None
     assert job_at(state, tcfg, NOW + MIN).reason == "window"
@@ -128,12 +135,13 @@ def test_a_job_that_never_comes_back_stops_blocking_after_the_timeout():
     assert job_at(state, tcfg, NOW + MIN) is not None
 
 
-def test_drift_closes_the_open_window_once_there_are_enough_examples():
+def test_drift_closes_the_open_window_and_waits_for_enough_examples_of_the_new_regime():
     wcfg = WindowConfig(window_size=1000)
-    tcfg = TriggerConfig(min_examples=50, cooldown_ms=0, job_timeout_ms=MIN)
+    tcfg = TriggerConfig(min_examples=50, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=50)
     state = TaskState(TASK)
     fill(state, wcfg, 30)
     trigger(state, "drift", "tfns-sentiment:input_tokens:30")
+    assert state.open is None and [w.count for w in state.closed] == [30]
     assert job_at(state, tcfg) is None  # too few examples yet: the trigger waits
     fill(state, wcfg, 20, start=30)
     job = job_at(state, tcfg)
@@ -141,21 +149,55 @@ def test_drift_closes_the_open_window_once_there_are_enough_examples():
     assert state.open is None and state.closed == []
 
 
-def test_rehearsal_ranges_come_from_older_windows_only():
-    wcfg = WindowConfig(window_size=30)
-    tcfg = TriggerConfig(min_examples=10, cooldown_ms=0, job_timeout_ms=MIN, rehearsal_fraction=0.5)
+def test_jobs_of_a_regime_train_on_all_of_it_up_to_the_cap():
+    wcfg = WindowConfig(window_size=20, holdout_fraction=0.25)
+    tcfg = TriggerConfig(min_examples=20, cooldown_ms=0, job_timeout_ms=MIN, regime_max_examples=60)
     state = TaskState(TASK)
-    jobs = []
-    for n in range(4):
+    sizes = []
+    for n in range(5):
+        fill(state, wcfg, 20, start=20 * n)
+        job = job_at(state, tcfg, NOW + n)
+        sizes.append(job.train_examples + job.holdout_examples)
+        job_ended(state, job.job_id)
+    # Each job takes every example so far, newest first, until the 60-example cap.
+    assert sizes == [20, 40, 60, 60, 60]
+
+
+def test_scheduled_retraining_ignores_drift():
+    wcfg = WindowConfig(window_size=20)
+    tcfg = TriggerConfig(min_examples=20, cooldown_ms=0, job_timeout_ms=MIN, on_drift=False)
+    state = TaskState(TASK)
+    fill(state, wcfg, 10)
+    trigger(state, "drift", "tfns-sentiment:error_rate:10")
+    fill(state, wcfg, 5, start=10)
+    assert job_at(state, tcfg) is None  # the drift starts no job
+    fill(state, wcfg, 20, start=15)
+    assert job_at(state, tcfg).reason == "window"
+
+
+def test_rehearsal_ranges_come_from_windows_before_the_regime_only():
+    wcfg = WindowConfig(window_size=30)
+    tcfg = TriggerConfig(
+        min_examples=10, cooldown_ms=0, job_timeout_ms=MIN, rehearsal_fraction=0.5,
+        drift_min_examples=20,
+    )  # fmt: skip
+    state = TaskState(TASK)
+    for n in range(3):
         fill(state, wcfg, 30, start=30 * n)
         job = job_at(state, tcfg, NOW + n)
-        adapter_published(state, f"v{n}", job.job_id, NOW + n)
-        jobs.append(job)
-    assert jobs[0].rehearsal_ranges == []
-    last = jobs[-1]
-    assert last.rehearsal_ranges
-    first_new = {r.partition: r.start for r in last.train_ranges}
-    for r in last.rehearsal_ranges:
+        assert job.rehearsal_ranges == []  # one regime so far: nothing older to rehearse
+        job_ended(state, job.job_id)
+    fill(state, wcfg, 10, start=90)
+    trigger(state, "drift", "tfns-sentiment:error_rate:100")
+    fill(state, wcfg, 20, start=100)
+    before = TaskState.from_dict(state.to_dict())
+    drift_job = job_at(state, tcfg, NOW + 10)
+    assert drift_job.reason == "drift" and drift_job.rehearsal_ranges
+    first_new = {r.partition: r.start for r in drift_job.train_ranges}
+    for r in drift_job.rehearsal_ranges:
         assert r.end <= first_new[r.partition]
-    # The sample is seeded by the job id: a rebuilt job has the same one.
-    assert [r.start for r in last.rehearsal_ranges] == [r.start for r in jobs[-1].rehearsal_ranges]
+    # The sample is seeded by the job id: the same job rebuilt from the same state after a
+    # crash has the same one.
+    rebuilt = job_at(before, tcfg, NOW + 10)
+    assert rebuilt.job_id == drift_job.job_id
+    assert rebuilt.rehearsal_ranges == drift_job.rehearsal_ranges

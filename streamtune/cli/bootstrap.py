@@ -1,0 +1,46 @@
+"""``streamtune bootstrap TASK``: a task's first adapter, trained once, gated, signed, published."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from streamtune.cli.options import add_connection_options, settings_from_args
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from streamtune.train.bootstrap import EVAL_FILES, run
+
+    settings = settings_from_args(args)
+    report = run(settings, args.task, publish_it=not args.no_publish)
+    b = report.bootstrap
+    m = b.metrics
+    origin = "read from the cache" if b.cached else "trained"
+    print(
+        f"{args.task}: {b.version} {origin} ({int(m['train_examples'])} examples, "
+        f"{m['train_examples_per_s']:.0f} examples/s); anchor accuracy "
+        f"{m['gate_live_accuracy']:.4f} (seed model) -> {m['gate_new_accuracy']:.4f} "
+        f"(p={m['gate_p_value']:.2g})"
+    )
+    if report.eval_accuracy is not None:
+        print(
+            f"{args.task}: accuracy on {EVAL_FILES[args.task][0]} {report.eval_accuracy:.4f} "
+            f"(seed model {report.seed_eval_accuracy:.4f})"
+        )
+    if args.no_publish:
+        print("not published (--no-publish)")
+    else:
+        state = "signed and published on" if report.published else "already live on"
+        print(f"{args.task}: {b.version} {state} {settings.topic('model-updates')}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    bootstrap = sub.add_parser(
+        "bootstrap",
+        help="train a task's first adapter from its seed data (once), gate, sign and publish it",
+    )
+    bootstrap.add_argument("task", help="e.g. tfns-sentiment or banking77-intent")
+    bootstrap.add_argument("--no-publish", action="store_true", help="build and evaluate only")
+    add_connection_options(bootstrap)
+    bootstrap.set_defaults(func=cmd_bootstrap)

@@ -1,0 +1,143 @@
+"""``streamtune bootstrap TASK``: train the task's first adapter from its seed data, gate it
+against the seed probe, sign it and publish it, so that serving starts from a strong model.
+
+Built once per machine (``models.bootstrap`` caches it by a hash of its inputs); publishing
+is skipped when that exact version is already live on ``model-updates``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.bootstrap import Bootstrap, bootstrap_adapter, evaluate_file
+from models.loader import LoadedBase, load_base
+from models.signing import load_signer
+from models.training import Progress
+from schemas.messages import SEED_VERSION
+from schemas.tasks import get_task
+from streamtune.core.clients import make_producer
+from streamtune.core.settings import Settings
+from streamtune.model_updates.follower import UpdatesFollower
+from streamtune.model_updates.publisher import sign_and_publish
+from streamtune.train.config import gate_rule, lora_spec, train_config
+
+log = logging.getLogger(__name__)
+
+#: Labelled files each task is evaluated on after bootstrapping (never trained on).
+EVAL_FILES = {
+    "tfns-sentiment": ("tfns/valid.csv", "text", "label"),
+    "banking77-intent": ("banking77/test.csv", "text", "category"),
+}
+
+
+@dataclass(frozen=True)
+class BootstrapReport:
+    bootstrap: Bootstrap
+    eval_accuracy: float | None
+    seed_eval_accuracy: float | None
+    published: bool
+
+
+def _eval_set(task: str, data_dir: Path) -> tuple[list[str], list[int]] | None:
+    if task not in EVAL_FILES:
+        return None
+    name, text_col, label_col = EVAL_FILES[task]
+    spec = get_task(task)
+    with (data_dir / name).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = [
+        int(r[label_col]) if r[label_col].isdigit() else spec.label_index(r[label_col])
+        for r in rows
+    ]
+    return [r[text_col] for r in rows], labels
+
+
+def build(
+    settings: Settings, task: str, base: LoadedBase | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[LoadedBase, Bootstrap]:  # fmt: skip
+    """The task's bootstrap adapter (trained now, or read from the cache)."""
+    base = base or load_base(settings)
+    result = bootstrap_adapter(
+        base, task, spec=lora_spec(settings, base.encoder), config=train_config(settings),
+        cache_dir=settings.cache_dir, data_dir=settings.data_dir, gate=gate_rule(settings),
+        on_progress=on_progress,
+    )  # fmt: skip
+    return base, result
+
+
+async def live_version(settings: Settings, task: str) -> str:
+    """The version live on ``model-updates`` for ``task`` (the seed model's when none is)."""
+    follower = UpdatesFollower(settings, [task])
+    await follower.start()
+    try:
+        update = (await follower.catch_up()).get(task)
+    finally:
+        await follower.stop()
+    return update.manifest.version if update and update.manifest else SEED_VERSION
+
+
+async def publish(settings: Settings, base: LoadedBase, result: Bootstrap) -> bool:
+    """Sign and publish the bootstrap adapter unless it is live already; True if published."""
+    if await live_version(settings, result.task) == result.version:
+        return False
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await sign_and_publish(
+            producer, settings, load_signer(settings), task=result.task, version=result.version,
+            blob=result.blob, base_model_id=base.model_id, num_labels=get_task(result.task).num_labels,
+            parent_version=SEED_VERSION, metrics=result.metrics,
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+    return True
+
+
+def progress_bar(task: str) -> Callable[[Progress], None]:
+    """A tqdm bar on a terminal; otherwise a line every 10% of the steps."""
+    from tqdm import tqdm
+
+    if sys.stderr.isatty():
+        bar = tqdm(desc=f"bootstrap {task}", unit="step")
+
+        def on_bar(p: Progress) -> None:
+            bar.total = p.steps
+            bar.update(1)
+            bar.set_postfix(epoch=f"{p.epoch + 1}/{p.epochs}", ex_s=f"{p.examples_per_s:.0f}")
+
+        return on_bar
+    shown = [-1]
+
+    def on_line(p: Progress) -> None:
+        tenth = 10 * p.step // p.steps
+        if tenth > shown[0]:
+            shown[0] = tenth
+            print(
+                f"      bootstrap {task}: {10 * tenth}% (epoch {p.epoch + 1}/{p.epochs}, "
+                f"{p.examples_per_s:.0f} examples/s)",
+                flush=True,
+            )
+
+    return on_line
+
+
+def run(
+    settings: Settings, task: str, *, publish_it: bool = True, evaluate: bool = True
+) -> BootstrapReport:
+    """Build (or load), evaluate and publish the task's bootstrap adapter."""
+    get_task(task)
+    base, result = build(settings, task, on_progress=progress_bar(task))
+    accuracy = seed_accuracy = None
+    held = _eval_set(task, settings.data_dir) if evaluate else None
+    if held is not None:
+        accuracy = evaluate_file(base, result.blob, task, *held)
+        seed_accuracy = evaluate_file(base, base.seed(task), task, *held)
+    published = asyncio.run(publish(settings, base, result)) if publish_it else False
+    return BootstrapReport(result, accuracy, seed_accuracy, published)

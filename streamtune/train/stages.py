@@ -1,0 +1,185 @@
+"""The two stages of a train job, run in the trainer's training thread. Each returns
+candidates (adapter, figures, gate decision); publishing is the caller's, on the event loop.
+
+1. **Fast head** (seconds): the live model's features of the job's examples, a new head
+   fitted on them (``models.head_fit``), gated on the same features. It bridges the time
+   until the LoRA adapter is ready.
+2. **LoRA** (the gain): LoRA + head trained on the job's examples, warm-started from the live
+   adapter, gated through the serving path against whatever is live then (often the
+   fast head the first stage just promoted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models.artifact import LoraSpec
+from models.gate import GateDecision, GateRule
+from models.head_fit import Head, fit_head, head_of, with_head
+from models.inference import Predictor
+from models.loader import LoadedBase
+from models.seed import anchor_examples
+from models.training import (
+    Progress,
+    TaskData,
+    TrainConfig,
+    export_task_adapter,
+    lora_tensors,
+    train,
+)
+from schemas.messages import SEED_VERSION
+
+
+@dataclass(frozen=True)
+class Live:
+    """The adapter a task is served with now (the seed model when none is)."""
+
+    version: str
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained adapter of one task, evaluated and gated, not yet published."""
+
+    task: str
+    stage: str  # "head" or "lora"
+    version: str
+    blob: bytes
+    num_labels: int
+    metrics: dict[str, float]
+    decision: GateDecision
+
+
+Holdouts = dict[str, tuple[list[str], list[int]]]
+
+
+class Evaluator:
+    """Predictors and anchor features of the live adapters, kept while they stay live."""
+
+    def __init__(self, base: LoadedBase, data_dir: object, anchor_size: int) -> None:
+        self.base = base
+        self.data_dir = data_dir
+        self.anchor_size = anchor_size
+        self._live: dict[str, tuple[str, Predictor]] = {}
+        self._anchor_features: dict[tuple[str, str], torch.Tensor] = {}
+
+    def anchor(self, task: str) -> tuple[list[str], list[int]]:
+        return anchor_examples(task, self.data_dir, self.anchor_size)  # type: ignore[arg-type]
+
+    def live_predictor(self, task: str, live: Live) -> Predictor:
+        cached = self._live.get(task)
+        if cached is None or cached[0] != live.version:
+            self._live[task] = (
+                live.version,
+                self.base.predictor(live.blob, task=task, version=live.version),
+            )
+        return self._live[task][1]
+
+    def anchor_features(self, task: str, live: Live) -> torch.Tensor:
+        key = (task, live.version)
+        if key not in self._anchor_features:
+            self._anchor_features = {k: v for k, v in self._anchor_features.items() if k[0] != task}
+            self._anchor_features[key] = self.live_predictor(task, live).embed(self.anchor(task)[0])
+        return self._anchor_features[key]
+
+
+def _hits(predicted: list[int], labels: list[int]) -> list[bool]:
+    return [p == y for p, y in zip(predicted, labels, strict=True)]
+
+
+def _accuracy(hits: list[bool]) -> float:
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def _labels(head: Head, features: torch.Tensor) -> list[int]:
+    return head.logits(features).argmax(-1).tolist()
+
+
+def fast_head_candidates(
+    ev: Evaluator, job_id: str, datasets: list[TaskData], holdouts: Holdouts,
+    live: dict[str, Live], rule: GateRule,
+) -> list[Candidate]:  # fmt: skip
+    """A new head per task on the live encoder's features, gated on the same features."""
+    out = []
+    for data in datasets:
+        task, current = data.task, live[data.task]
+        predictor = ev.live_predictor(task, current)
+        features = predictor.embed(data.texts)
+        held_texts, held_labels = holdouts[task]
+        held = predictor.embed(held_texts)
+        _, anchor_labels = ev.anchor(task)
+        anchor = ev.anchor_features(task, current)
+        old = head_of(current.blob)
+        new = fit_head(features, data.labels, data.num_labels, prior=old)
+        new_hits, old_hits = (
+            _hits(_labels(new, held), held_labels),
+            _hits(_labels(old, held), held_labels),
+        )
+        anchor_new = _accuracy(_hits(_labels(new, anchor), anchor_labels))
+        anchor_old = _accuracy(_hits(_labels(old, anchor), anchor_labels))
+        decision = rule.decide(new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old)
+        metrics = {
+            **decision.figures,
+            "head_penalty": new.penalty,
+            "train_examples": len(data.texts),
+        }
+        out.append(
+            Candidate(task, "head", f"{job_id}-head", with_head(current.blob, new), data.num_labels, metrics, decision)
+        )  # fmt: skip
+    return out
+
+
+def lora_candidates(
+    ev: Evaluator, job_id: str, datasets: list[TaskData], holdouts: Holdouts,
+    live: dict[str, Live], rule: GateRule, *, spec: LoraSpec, config: TrainConfig,
+    warm_start: bool, on_progress: Callable[[Progress], None],
+) -> tuple[dict[str, float], list[Candidate]]:  # fmt: skip
+    """Train LoRA + heads on all tasks of the job together; gate each task's adapter."""
+    base = ev.base
+    primary = live[datasets[0].task]
+    lora_init = None
+    if warm_start and primary.version != SEED_VERSION:
+        lora, _, adapter_config = lora_tensors(primary.blob)
+        if adapter_config.lora == spec:
+            lora_init = lora
+    if warm_start:
+        datasets = [
+            TaskData(d.task, d.num_labels, d.texts, d.labels, lora_tensors(live[d.task].blob)[1])
+            for d in datasets
+        ]
+    result = train(
+        base.encoder, base.tokenizer, datasets, spec=spec, config=config, device=base.device,
+        lora_init=lora_init, on_progress=on_progress,
+    )  # fmt: skip
+    figures: dict[str, float] = {
+        "train_examples_per_s": round(result.examples_per_s, 1),
+        "epochs": result.epochs_run,
+    }
+    out = []
+    for data in datasets:
+        task = data.task
+        blob = export_task_adapter(
+            result.model, task, num_labels=data.num_labels, base_model_id=base.model_id, spec=spec
+        )
+        texts, labels = holdouts[task]
+        anchor_texts, anchor_labels = ev.anchor(task)
+        new = base.predictor(blob, task=task, version="candidate")
+        old = ev.live_predictor(task, live[task])
+        hits = {}
+        for name, predictor in (("new", new), ("old", old)):
+            predicted = [p.label for p in predictor.predict(texts + anchor_texts)]
+            hits[name] = (
+                _hits(predicted[: len(texts)], labels),
+                _accuracy(_hits(predicted[len(texts) :], anchor_labels)),
+            )
+        decision = rule.decide(
+            hits["new"][0], hits["old"][0], anchor_new=hits["new"][1], anchor_live=hits["old"][1]
+        )
+        version = job_id if len(datasets) == 1 else f"{job_id}.{task}"
+        metrics = {**decision.figures, "train_examples": len(data.texts), **figures}
+        out.append(Candidate(task, "lora", version, blob, data.num_labels, metrics, decision))
+    return figures, out
