@@ -170,6 +170,9 @@ def service_settings(
             **SERVICE,
             "signing_key_file": key_file,
             "trusted_keys_dir": trusted_dir,
+            # Groups of their own: replicas of other runs on a shared broker never join them.
+            "serve_group_id": f"{settings.topic_prefix}serve",
+            "train_group_id": f"{settings.topic_prefix}train",
             **extra,
         }
     )
