@@ -5,12 +5,13 @@ PY    := $(VENV)/bin/python
 ST    := $(VENV)/bin/streamtune
 PYTEST_ARGS ?=
 
-.PHONY: help venv browser test test-unit lint format demo bench kafka-start kafka-stop kafka-status lock clean
+.PHONY: help venv browser test test-unit test-faults lint format demo bench kafka-start kafka-stop kafka-status lock clean
 
 help:
 	@echo "make demo        the whole loop on a local Kafka: replay, serve, drift, train, hot swap"
 	@echo "make test        lint, start the local Kafka if needed, run unit + integration tests"
 	@echo "make test-unit   only the tests that need no broker"
+	@echo "make test-faults broker kills under load, fuzzing, the CLI's error lines (part of make test)"
 	@echo "make bench       run the benchmarks (one JSON line each)"
 	@echo "make lint        ruff check + format check;  make format  fixes them"
 	@echo "make kafka-start | kafka-stop | kafka-status"
@@ -29,6 +30,10 @@ browser:
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-faults: venv
+	@$(ST) kafka start
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

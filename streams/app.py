@@ -36,8 +36,8 @@ import faust
 
 from schemas import limits
 from schemas.base import DecodeError
-from schemas.codec import decode
-from schemas.messages import AdapterManifest, DeadLetter, JobStatus
+from schemas.codec import dead_letter, decode
+from schemas.messages import AdapterChunk, AdapterManifest, DeadLetter, JobStatus
 from schemas.tasks import known_tasks
 from streams.alert_agent import AlertAgent
 from streams.batching import BatchingApp
@@ -226,48 +226,77 @@ def _register(app: BatchingApp, t: Topology) -> None:
 
 
 async def _announce_adapters(t: Topology, records: list[Any]) -> None:
-    """Forward adapter manifests (keyed by task) to the task agent; skip adapter chunks."""
+    """Forward adapter manifests (keyed by task) to the task agent. Every record of
+    model-updates is checked here once (the worker reads it in a consumer group; the serve
+    and trainer followers each read all of it): a record that is no valid manifest or chunk
+    for its key goes to dead-letter."""
     tasks = set(known_tasks())
     pending = []
     for record in records:
         key = record.key.decode("utf-8", "replace") if record.key else ""
-        if key not in tasks or record.value is None:
-            continue  # chunks and history have keys of their own; a tombstone is a rollback
-        manifest = decode(
-            AdapterManifest,
-            record.value,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            max_bytes=limits.MAX_MODEL_UPDATE_BYTES + 64 * 1024,
-        )
-        if isinstance(manifest, DeadLetter):
-            log.warning("dead-lettering %s@%d: %s", record.topic, record.offset, manifest.reason)
+        if record.value is None and key in tasks:
+            continue  # a tombstone on a task's key is a rollback to the base model
+        message = _adapter_record(record, key)
+        if isinstance(message, DeadLetter):
+            log.warning("dead-lettering %s@%d: %s", record.topic, record.offset, message.reason)
             pending.append(
                 await t.app.producer.send(
                     t.dead_letter,
-                    manifest.source_topic.encode(),
-                    manifest.to_bytes(),
+                    message.source_topic.encode(),
+                    message.to_bytes(),
                     None,
                     None,
                     None,
                 )
             )
             continue
+        if key not in tasks or not isinstance(message, AdapterManifest):
+            continue  # chunks and history have keys of their own
         notice = AdapterPublished(
-            task=manifest.task,
-            version=manifest.version,
-            job_id=manifest.job_id,
-            created_ms=manifest.created_ts_ms,
+            task=message.task,
+            version=message.version,
+            job_id=message.job_id,
+            created_ms=message.created_ts_ms,
         )
         pending.append(
             await t.app.producer.send(
-                t.task_events, manifest.task.encode(), notice.to_bytes(), None, None, None
+                t.task_events, message.task.encode(), notice.to_bytes(), None, None, None
             )
         )
     for fut in pending:
         await fut
+
+
+def _adapter_record(record: Any, key: str) -> AdapterManifest | AdapterChunk | DeadLetter:
+    """A model-updates record as the message its key announces: ``TASK`` and ``TASK@VERSION``
+    hold manifests, ``TASK@VERSION#I`` chunks; anything else is a dead letter."""
+    chunk = "#" in key
+    message = decode(
+        AdapterChunk if chunk else AdapterManifest,
+        record.value,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        max_bytes=limits.MAX_MODEL_UPDATE_BYTES + (0 if chunk else 64 * 1024),
+    )
+    if isinstance(message, DeadLetter):
+        return message
+    if isinstance(message, AdapterChunk):
+        expected = f"{message.task}@{message.version}#{message.index}"
+    else:
+        expected = message.task if "@" not in key else f"{message.task}@{message.version}"
+    if key == expected:
+        return message
+    return dead_letter(
+        record.value,
+        error="wrong_key",
+        reason=f"a {type(message).__name__} that belongs under {expected!r} came under {key[:200]!r}",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+    )
 
 
 async def _announce_job_ends(t: Topology, records: list[Any]) -> None:

@@ -1,7 +1,8 @@
 """The ``streamtune`` command line: it only wires the rooms together.
 
 One module per command group, each with a ``register(sub)`` that adds its commands; this
-module builds the parser from them and turns streamtune's errors into one line and exit 2.
+module builds the parser from them and turns the errors a person can fix into one line and
+exit 2 (the mapping is :mod:`streamtune.cli.errors`).
 Run ``streamtune --help`` for the commands; each has its own ``--help``.
 """
 
@@ -12,9 +13,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from schemas.base import describe
 from streamtune.cli import (
     acls,
     bench,
@@ -28,7 +26,7 @@ from streamtune.cli import (
     train,
     worker,
 )
-from streamtune.core.errors import StreamtuneError
+from streamtune.cli.errors import explain
 
 #: Command groups in the order ``--help`` lists them.
 GROUPS = (kafka, schemas, replay, demo, bootstrap, serve, train, worker, monitor, acls, bench)
@@ -54,15 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # A one-shot command reports a broker it cannot reach in one line of its own;
+        # long-running services (serve, train, worker) turn aiokafka's log back on.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args))
-    except ValidationError as exc:
-        # An invalid STREAMTUNE_* setting: one line naming the variable, not pydantic's trace.
-        print(f"streamtune: error: invalid setting: {describe(exc)}", file=sys.stderr)
-        return 2
-    except StreamtuneError as exc:
-        print(f"streamtune: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("streamtune: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A mistake a person can fix (a setting, the broker, a topic, a login, an ACL) is
+        # one line that names the fix; anything else is a bug and keeps its traceback.
+        line = explain(exc)
+        if line is None:
+            raise
+        print(f"streamtune: error: {line}", file=sys.stderr)
+        return 2

@@ -19,6 +19,7 @@ SETTING_OPTIONS = (
     "kafka_data_dir",
     "kafka_port",
     "kafka_controller_port",
+    "kafka_nodes",
     "worker_app_id",
     "serve_tasks",
     "serve_precision",
@@ -67,6 +68,8 @@ def run_service(
     ``summary(stats)`` when it has stopped."""
     # Long-running processes report what they do (swaps, jobs) at INFO.
     logging.getLogger("streamtune").setLevel(logging.INFO)
+    # ...and the client library's own warnings about the broker (retries, lost leaders).
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -20,8 +20,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         print(describe(asyncio.run(worker_status(settings))))
         return 0
+    import logging
+
     from streams.app import create_app, run_worker
 
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # a service: the app sets its level
     run_worker(create_app(settings), loglevel=args.loglevel)  # returns only by SystemExit
     return 0
 

@@ -1,7 +1,9 @@
 """Factories for aiokafka clients with streamtune's reliability settings.
 
 Producers are idempotent with ``acks=all``; consumers never auto-commit, so offsets are
-committed only for records whose outputs were acknowledged.
+committed only for records whose outputs were acknowledged. A client whose ``start()``
+fails (no broker, a refused login) closes itself before the error goes up, so a failed
+command leaves no half-open connections and no "Unclosed AIOKafkaProducer" behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,33 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamtune.core.settings import Settings
+
+
+class _Producer(AIOKafkaProducer):
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await self.stop()
+            raise
+
+
+class _Consumer(AIOKafkaConsumer):
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await self.stop()
+            raise
+
+
+class _Admin(AIOKafkaAdminClient):
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await self.close()
+            raise
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -25,7 +54,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "compression_type": None,
     }
     kwargs.update(overrides)
-    return AIOKafkaProducer(**kwargs)
+    return _Producer(**kwargs)
 
 
 def make_consumer(
@@ -40,10 +69,25 @@ def make_consumer(
         "isolation_level": "read_committed",
     }
     kwargs.update(overrides)
-    return AIOKafkaConsumer(*topics, **kwargs)
+    return _Consumer(*topics, **kwargs)
 
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     """An admin client; call ``await admin.start()`` and ``await admin.close()``."""
     kwargs = settings.kafka_client_kwargs()
-    return AIOKafkaAdminClient(**kwargs)
+    return _Admin(**kwargs)
+
+
+async def require_topics(producer: AIOKafkaProducer, topics: list[str]) -> None:
+    """Fail at once, naming the fix, when a topic is missing: a send would wait for it
+    until the request timeout and log "not found" on every retry."""
+    from streamtune.core.errors import ConfigError
+
+    metadata = await producer.client.fetch_all_metadata()
+    missing = sorted(set(topics) - set(metadata.topics()))
+    if missing:
+        raise ConfigError(
+            f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} do"
+            f"{'' if len(missing) > 1 else 'es'} not exist; create them with "
+            "`streamtune topics create` (with the same STREAMTUNE_TOPIC_PREFIX)"
+        )

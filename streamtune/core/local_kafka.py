@@ -1,4 +1,5 @@
-"""A local single-node Apache Kafka (KRaft broker+controller) for development, CI and the demo.
+"""A local Apache Kafka (KRaft broker+controller nodes) for development, CI, the demo and
+fault tests: one node by default, or a cluster of ``kafka_nodes`` on loopback.
 
 The broker jars are resolved from Maven Central by ``ops/kafka/pom.xml`` into
 ``<cache_dir>/kafka-<version>/libs`` once, then reused. The node's storage, its
@@ -10,6 +11,17 @@ Typical use::
     broker.start()          # formats storage on first use; harmless when already running
     broker.status()
     broker.stop()
+
+    cluster = LocalCluster(Settings(kafka_nodes=3, kafka_port=29092, kafka_controller_port=29192,
+                                    kafka_data_dir=Path("/tmp/st-cluster")))
+    cluster.start()         # three nodes, each a broker and a controller voter
+    cluster.nodes[1].kill() # kill -9 one of them; cluster.nodes[1].start() brings it back
+    cluster.stop()
+
+Node ``i`` of a cluster listens on ``kafka_port + i`` (clients) and ``kafka_controller_port + i``
+(the KRaft quorum) and keeps its storage in ``<kafka_data_dir>/node-i``. A cluster of three or
+more nodes replicates its internal topics three times with ``min.insync.replicas`` 2, and so
+do topics created without explicit settings.
 """
 
 from __future__ import annotations
@@ -64,12 +76,20 @@ class StartResult:
 
 
 class LocalKafka:
-    """Start, stop and inspect the local KRaft node that ``settings`` describe."""
+    """Start, stop and inspect one local KRaft node: node ``node`` of ``settings.kafka_nodes``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, node: int = 0) -> None:
+        if not 0 <= node < settings.kafka_nodes:
+            raise BrokerError(f"node {node} is not one of the {settings.kafka_nodes} nodes")
         self.settings = settings
-        self.data_dir = settings.broker_data_dir
-        self.bootstrap = f"{settings.kafka_host}:{settings.kafka_port}"
+        self.node = node
+        self.port = settings.kafka_port + node
+        self.controller_port = settings.kafka_controller_port + node
+        clustered = settings.kafka_nodes > 1
+        self.data_dir = (
+            settings.broker_data_dir / f"node-{node}" if clustered else settings.broker_data_dir
+        )
+        self.bootstrap = f"{settings.kafka_host}:{self.port}"
 
     # --- paths ----------------------------------------------------------------------
     @property
@@ -125,16 +145,24 @@ class LocalKafka:
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self, timeout_s: float | None = None) -> StartResult:
-        """Start the node and wait until it answers a metadata request. Idempotent."""
+        """Start the node and wait until it answers a metadata request. Idempotent.
+
+        A node of a cluster answers only while a majority of the controllers runs: start a
+        whole cluster with :meth:`LocalCluster.start`, restart one node with this."""
         began = time.monotonic()
         timeout = timeout_s or self.settings.kafka_start_timeout_s
+        pid, already = self.launch()
+        self._wait_answering(pid, timeout, began)
+        return StartResult(pid, already, time.monotonic() - began, self.bootstrap)
+
+    def launch(self) -> tuple[int, bool]:
+        """Spawn the node unless it runs; ``(pid, already_running)``. Does not wait for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.data_dir / ".lock"):
             pid = self._live_pid()
             if pid is not None:
-                self._wait_answering(pid, timeout, began)
-                return StartResult(pid, True, time.monotonic() - began, self.bootstrap)
-            for port in (self.settings.kafka_port, self.settings.kafka_controller_port):
+                return pid, True
+            for port in (self.port, self.controller_port):
                 if _port_in_use(self.settings.kafka_host, port, wait_s=5.0):
                     raise BrokerError(
                         f"port {port} on {self.settings.kafka_host} is in use by another process; "
@@ -143,9 +171,7 @@ class LocalKafka:
             libs = self.resolve()
             props = self._write_properties()
             self._format_storage(libs, props)
-            pid = self._spawn(libs, props)
-            self._wait_answering(pid, timeout, began)
-            return StartResult(pid, False, time.monotonic() - began, self.bootstrap)
+            return self._spawn(libs, props), False
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Stop the node cleanly (SIGTERM, then SIGKILL after ``timeout_s``). False if not running."""
@@ -198,12 +224,15 @@ class LocalKafka:
     # --- internals ---------------------------------------------------------------------
     def _write_properties(self) -> Path:
         s = self.settings
+        voters = ",".join(
+            f"{i + 1}@{s.kafka_host}:{s.kafka_controller_port + i}" for i in range(s.kafka_nodes)
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{s.kafka_host}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{s.kafka_host}:{s.kafka_port},CONTROLLER://{s.kafka_host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{s.kafka_host}:{s.kafka_port}",
+            "node.id": str(self.node + 1),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{s.kafka_host}:{self.port},CONTROLLER://{s.kafka_host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{s.kafka_host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -221,15 +250,50 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "message.max.bytes": str(5 * 1024 * 1024),
             "log.cleaner.backoff.ms": "1000",
+            **self._replication_properties(),
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
 
+    def _replication_properties(self) -> dict[str, str]:
+        """A cluster keeps three copies of its internal topics, and of topics created without
+        settings of their own, and needs two of them in sync to accept a write."""
+        nodes = self.settings.kafka_nodes
+        if nodes == 1:
+            return {}
+        copies, in_sync = str(min(3, nodes)), str(min(2, nodes))
+        return {
+            "default.replication.factor": copies,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": copies,
+            "transaction.state.log.replication.factor": copies,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": copies,
+            "share.coordinator.state.topic.min.isr": in_sync,
+            # A killed node's partitions move on quickly; a clean restart rejoins the ISR.
+            "replica.lag.time.max.ms": "10000",
+            "controller.quorum.election.timeout.ms": "1000",
+            "controller.quorum.fetch.timeout.ms": "2000",
+            "broker.session.timeout.ms": "6000",
+            "broker.heartbeat.interval.ms": "1000",
+        }
+
+    def _cluster_id(self) -> str:
+        """One id for every node of a cluster (written once beside the nodes' folders)."""
+        fresh = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if self.settings.kafka_nodes == 1:
+            return fresh
+        path = self.settings.broker_data_dir / "cluster.id"
+        with _locked(self.settings.broker_data_dir / ".cluster.lock"):
+            if not path.exists():
+                path.write_text(fresh)
+            return path.read_text().strip()
+
     def _format_storage(self, libs: Path, props: Path) -> None:
         if (self.storage_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = self._cluster_id()
         cmd = [
             _java(), "-Xmx256m", "-cp", f"{libs}/*",
             "kafka.tools.StorageTool", "format", "--ignore-formatted",
@@ -374,3 +438,45 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LocalCluster:
+    """The ``settings.kafka_nodes`` local nodes, started, stopped and inspected together.
+
+    With one node it behaves exactly as :class:`LocalKafka` does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.nodes = [LocalKafka(settings, node) for node in range(settings.kafka_nodes)]
+        self.bootstrap = ",".join(node.bootstrap for node in self.nodes)
+
+    def start(self, timeout_s: float | None = None) -> list[StartResult]:
+        """Spawn every node, then wait until each answers (a quorum needs a majority up)."""
+        began = time.monotonic()
+        timeout = timeout_s or self.settings.kafka_start_timeout_s
+        launched = [node.launch() for node in self.nodes]
+        results = []
+        for node, (pid, already) in zip(self.nodes, launched, strict=True):
+            node._wait_answering(pid, timeout, began)
+            results.append(StartResult(pid, already, time.monotonic() - began, node.bootstrap))
+        return results
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """Stop every node at once (one by one, the last would wait for a lost quorum);
+        how many were running."""
+        running = [(node, pid) for node in self.nodes if (pid := node._live_pid()) is not None]
+        for _, pid in running:
+            os.kill(pid, signal.SIGTERM)
+        for node, pid in running:
+            if not _wait_exit(pid, timeout_s):
+                log.warning("node %d (pid %d) ignored SIGTERM; killing it", node.node, pid)
+                os.kill(pid, signal.SIGKILL)
+                _wait_exit(pid, 10.0)
+            node.pid_file.unlink(missing_ok=True)
+        for node in self.nodes:
+            if node._live_pid() is None:
+                node.pid_file.unlink(missing_ok=True)
+        return len(running)
+
+    def status(self) -> list[BrokerStatus]:
+        return [node.status() for node in self.nodes]

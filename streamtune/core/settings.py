@@ -7,6 +7,8 @@ The defaults work against the local broker that ``streamtune kafka start`` runs.
 'demo-interactions'
 >>> Settings(bootstrap_servers="", kafka_port=19092).bootstrap_servers  # unset: the local broker
 '127.0.0.1:19092'
+>>> Settings(bootstrap_servers="", kafka_nodes=3).bootstrap_servers  # a local cluster
+'127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094'
 >>> Settings(sasl_password="hunter2").sasl_password
 SecretStr('**********')
 >>> "hunter2" in repr(Settings(sasl_password="hunter2"))  # secrets never print
@@ -23,6 +25,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TOPIC_NAMES, TopicSpec, topic_specs
 from streamtune.core.errors import ConfigError
+
+#: Where node 0 of a local cluster (``kafka_nodes`` > 1) listens unless told otherwise.
+CLUSTER_PORT = 29092
+CLUSTER_CONTROLLER_PORT = 29192
 
 
 def _default_cache_dir() -> Path:
@@ -68,6 +74,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="prepended to every topic name (e.g. per tenant)")
     stream_partitions: int = Field(3, ge=1, le=1000, description="partitions of the joined topics")
     replication_factor: int = Field(1, ge=1, le=16)
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="min.insync.replicas of the topics streamtune creates (unset: the broker's)",
+    )
 
     # --- Local broker (`streamtune kafka ...`) -----------------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir)
@@ -77,6 +89,13 @@ class Settings(BaseSettings):
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
     kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$")
+    kafka_nodes: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="nodes of the local KRaft cluster; node i listens on kafka_port+i and "
+        "kafka_controller_port+i, with its data in <kafka_data_dir>/node-i",
+    )
     kafka_start_timeout_s: float = Field(90.0, gt=0)
 
     # --- Model and device ---------------------------------------------------------------
@@ -392,11 +411,28 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _default_bootstrap(cls, data: Any) -> Any:
-        # Unset, the clients talk to the local broker that `streamtune kafka start` runs.
-        if isinstance(data, dict) and not data.get("bootstrap_servers"):
+        # Unset, the clients talk to the local broker (or cluster) `streamtune kafka start` runs.
+        if not isinstance(data, dict):
+            return data
+        try:
+            nodes = int(data.get("kafka_nodes") or 1)
+        except (TypeError, ValueError):
+            return data  # the field check reports the bad value
+        if nodes > 1:
+            # A local cluster has ports of its own, away from the single node's 9092/9093.
+            data = {
+                "kafka_port": CLUSTER_PORT,
+                "kafka_controller_port": CLUSTER_CONTROLLER_PORT,
+                **{k: v for k, v in data.items() if v is not None},
+            }
+        if not data.get("bootstrap_servers"):
             host = data.get("kafka_host") or "127.0.0.1"
-            port = data.get("kafka_port") or 9092
-            data = {**data, "bootstrap_servers": f"{host}:{port}"}
+            try:
+                port = int(data.get("kafka_port") or 9092)
+            except (TypeError, ValueError):
+                return data  # the field checks report the bad value
+            servers = ",".join(f"{host}:{port + i}" for i in range(max(1, min(nodes, 9))))
+            data = {**data, "bootstrap_servers": servers}
         return data
 
     @model_validator(mode="after")
@@ -414,8 +450,24 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "set STREAMTUNE_SASL_PASSWORD or STREAMTUNE_SASL_PASSWORD_FILE, not both"
             )
-        if self.kafka_port == self.kafka_controller_port:
-            raise ConfigError("kafka_port and kafka_controller_port must differ")
+        brokers = range(self.kafka_port, self.kafka_port + self.kafka_nodes)
+        controllers = range(
+            self.kafka_controller_port, self.kafka_controller_port + self.kafka_nodes
+        )
+        if set(brokers) & set(controllers):
+            raise ConfigError(
+                f"the broker ports {brokers.start}-{brokers.stop - 1} and controller ports "
+                f"{controllers.start}-{controllers.stop - 1} overlap; set STREAMTUNE_KAFKA_PORT and "
+                "STREAMTUNE_KAFKA_CONTROLLER_PORT further apart"
+            )
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ConfigError(
+                f"STREAMTUNE_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                f"STREAMTUNE_REPLICATION_FACTOR={self.replication_factor}: no write could succeed"
+            )
         return self
 
     # --- Derived values -----------------------------------------------------------------
@@ -428,9 +480,22 @@ class Settings(BaseSettings):
     def topic_specs(self) -> list[TopicSpec]:
         return topic_specs(prefix=self.topic_prefix, stream_partitions=self.stream_partitions)
 
+    def topic_configs(self, spec: TopicSpec) -> dict[str, str]:
+        """A topic's broker-side configs: its spec's, plus the replication settings.
+
+        >>> spec = Settings().topic_specs()[0]
+        >>> Settings(replication_factor=3, min_insync_replicas=2).topic_configs(spec)["min.insync.replicas"]
+        '2'
+        """
+        configs = dict(spec.configs)
+        if self.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return configs
+
     @property
     def broker_data_dir(self) -> Path:
-        return self.kafka_data_dir or self.cache_dir / "kafka-data"
+        default = "kafka-data" if self.kafka_nodes == 1 else "kafka-cluster"
+        return self.kafka_data_dir or self.cache_dir / default
 
     @property
     def keys_dir(self) -> Path:

@@ -45,7 +45,7 @@ async def create_topics(
                 name=spec.name,
                 num_partitions=spec.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs=spec.configs,
+                topic_configs=settings.topic_configs(spec),
             )
             try:
                 resp = await admin.create_topics([topic], validate_only=False)

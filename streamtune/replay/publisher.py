@@ -21,7 +21,7 @@ from schemas.fields import now_ms
 from schemas.messages import Feedback, Interaction
 from schemas.tasks import get_task
 from schemas.topics import FEEDBACK, INTERACTIONS
-from streamtune.core.clients import make_producer
+from streamtune.core.clients import make_producer, require_topics
 from streamtune.core.errors import ConfigError, DeliveryError
 from streamtune.core.settings import Settings
 from streamtune.replay.rows import BadRow, ReplayRow
@@ -104,6 +104,11 @@ async def replay(
     bar = tqdm(total=total, unit="msg", desc="replay", disable=not show, mininterval=0.5)
     producer = make_producer(settings)
     await producer.start()
+    try:
+        await require_topics(producer, [interactions_topic, feedback_topic])
+    except BaseException:
+        await producer.stop()
+        raise
     began = time.monotonic()
     pacer = _Pacer(rate)
 
