@@ -11,7 +11,7 @@ help:
 	@echo "make demo        the whole loop on a local Kafka: replay, serve, drift, train, hot swap"
 	@echo "make test        lint, start the local Kafka if needed, run unit + integration tests"
 	@echo "make test-unit   only the tests that need no broker"
-	@echo "make bench       run the benchmarks (one JSON line each)"
+	@echo "make bench       run every benchmark: one JSON line each, bench/results.json, README table"
 	@echo "make lint        ruff check + format check;  make format  fixes them"
 	@echo "make kafka-start | kafka-stop | kafka-status"
 
@@ -38,13 +38,7 @@ demo: venv
 
 bench: venv
 	@$(ST) kafka start >/dev/null
-	$(ST) bench replay --json
-	$(ST) bench stream --json
-	$(ST) bench drift --json
-	$(ST) bench inference --json
-	$(ST) bench swap --json
-	$(ST) bench train --json
-	$(ST) bench adapt --json
+	$(PY) -m streamtune.bench.results run
 
 kafka-start: venv
 	$(ST) kafka start

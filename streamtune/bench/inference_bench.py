@@ -8,7 +8,7 @@ Side by side in the same process and on the same texts and weights (the task's s
 - the same serve path in fp32, when the served precision is something else;
 - a Hugging Face ``pipeline("text-classification")`` over the same model on the CPU: at its
   best batch size in fp32 (searched over a few sizes on a sample), then in fp32 and bf16 at
-  that batch size on every text, so the ratio splits into batching, precision and the rest;
+  that batch size on an evenly spread sample of 512 texts, so the ratio splits into batching, precision and the rest;
 - a matrix-multiply rate measured now on the device serve uses, at serve's precision,
   divided by the model's FLOPs per text at the measured mean token count: what the hardware
   would allow if inference were only matrix multiplies.
@@ -86,7 +86,20 @@ async def _serve_run(
 
 
 PIPELINE_BATCHES = (1, 8, 32, 64)
-SEARCH_TEXTS = 256  # the batch size search runs on an evenly spread sample this large
+# The pipeline is slow (batch 1 especially); it runs on evenly spread samples of the texts
+# (every k-th row, so lengths and labels keep their mix), which keeps the run to minutes.
+SEARCH_TEXTS = 128  # the batch size search
+PIPELINE_TEXTS = 512  # fp32 and bf16 at the best batch size
+
+
+def spread(rows: list[ReplayRow], n: int) -> list[ReplayRow]:
+    """At most ``n`` rows, evenly spread over ``rows``.
+
+    >>> [r.line for r in spread([ReplayRow(i, "t", 0, None) for i in range(10)], 3)]
+    [0, 4, 8]
+    """
+    step = max(1, -(-len(rows) // n))
+    return rows[::step][:n]
 
 
 def _pipeline(settings: Settings, precision: str) -> tuple[object, tuple[str, ...]]:
@@ -113,16 +126,18 @@ def _pipeline_rate(
 
 def _pipeline_runs(settings: Settings, rows: list[ReplayRow]) -> dict[str, float]:
     """The pipeline at its best batch size in fp32 (searched on a sample), then fp32 and bf16
-    at that batch size on every text."""
-    step = max(1, len(rows) // SEARCH_TEXTS)
-    sample = rows[::step][:SEARCH_TEXTS]
+    at that batch size on a larger sample."""
+    search_rows, rows = spread(rows, SEARCH_TEXTS), spread(rows, PIPELINE_TEXTS)
     pipe, labels = _pipeline(settings, "fp32")
-    search = {b: _pipeline_rate(pipe, labels, sample, b)["texts_per_s"] for b in PIPELINE_BATCHES}
+    search = {
+        b: _pipeline_rate(pipe, labels, search_rows, b)["texts_per_s"] for b in PIPELINE_BATCHES
+    }
     best = max(search, key=search.__getitem__)
     fp32 = _pipeline_rate(pipe, labels, rows, best)
     pipe, labels = _pipeline(settings, "bf16")
     bf16 = _pipeline_rate(pipe, labels, rows, best)
     return {
+        "texts": len(rows),
         "best_batch": best,
         "batch1_texts_per_s": search[1],
         "fp32_texts_per_s": fp32["texts_per_s"],
@@ -190,6 +205,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         "serve_texts_per_s": round(served["texts_per_s"], 1),
         "serve_fp32_texts_per_s": round(fp32["texts_per_s"], 1),
         "hf_pipeline_batch1_fp32_texts_per_s": round(hf["batch1_texts_per_s"], 1),
+        "hf_pipeline_texts": hf["texts"],
         "hf_pipeline_best_batch": hf["best_batch"],
         "hf_pipeline_fp32_best_texts_per_s": round(hf["fp32_texts_per_s"], 1),
         "hf_pipeline_bf16_texts_per_s": round(hf["bf16_texts_per_s"], 1),
