@@ -78,6 +78,9 @@ class ServeStats:
     #: ``(monotonic seconds, latency ms)`` per answer, when the broker acknowledged it;
     #: latency runs from the interaction's timestamp to that acknowledgement.
     acked: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=ACKED_KEPT))
+    #: ``(task, version, answered when the update arrived, answered when it went live)`` per
+    #: swap: answers given in between were served by the old model while the new one built.
+    swap_log: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
@@ -104,6 +107,7 @@ class Server:
         self.live: dict[str, Predictor] = {}
         self.seeds: dict[str, bytes] = {}
         self._pending: dict[str, Predictor] = {}
+        self._arrived: dict[str, int] = {}  # task -> answers given when its update arrived
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._build = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="adapter-build", initializer=_lower_build_priority
@@ -301,6 +305,8 @@ class Server:
             self.stats.swaps += 1
             self.stats.swap_pauses_ms.append(pause_ms)
             self.stats.versions[task] = predictor.version
+            arrived = self._arrived.pop(task, self.stats.answered)
+            self.stats.swap_log.append((task, predictor.version, arrived, self.stats.answered))
             log.info(
                 "swapped %s to %s (%.3f ms between batches)", task, predictor.version, pause_ms
             )
@@ -321,12 +327,13 @@ class Server:
         """Verify and build off the hot path; queue for the swap or report the rejection."""
         loop = asyncio.get_running_loop()
         task = update.task
+        arrived = self.stats.answered
         if update.manifest is None:
             predictor = await loop.run_in_executor(
                 self._build,
                 lambda: self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION),
             )
-            self._pending[task] = predictor
+            self._pending[task], self._arrived[task] = predictor, arrived
             return
         manifest = update.manifest
         if update.blob is None:
@@ -344,7 +351,7 @@ class Server:
         except AdapterRejected as exc:
             await self._reject(producer, task, manifest.version, exc)
             return
-        self._pending[task] = predictor
+        self._pending[task], self._arrived[task] = predictor, arrived
 
     async def _reject(
         self, producer: AIOKafkaProducer, task: str, version: str, exc: AdapterRejected

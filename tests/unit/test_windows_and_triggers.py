@@ -141,7 +141,8 @@ def test_drift_closes_the_open_window_once_there_are_enough_examples():
     assert state.open is None and state.closed == []
 
 
-def test_rehearsal_ranges_come_from_older_windows_only():
+def _four_jobs_with_rehearsal() -> list[TrainJob]:
+    """Four windows of 30 examples, a job and a published adapter after each."""
     wcfg = WindowConfig(window_size=30)
     tcfg = TriggerConfig(min_examples=10, cooldown_ms=0, job_timeout_ms=MIN, rehearsal_fraction=0.5)
     state = TaskState(TASK)
@@ -151,11 +152,19 @@ def test_rehearsal_ranges_come_from_older_windows_only():
         job = job_at(state, tcfg, NOW + n)
         adapter_published(state, f"v{n}", job.job_id, NOW + n)
         jobs.append(job)
+    return jobs
+
+
+def test_rehearsal_ranges_come_from_older_windows_only():
+    jobs = _four_jobs_with_rehearsal()
     assert jobs[0].rehearsal_ranges == []
     last = jobs[-1]
     assert last.rehearsal_ranges
     first_new = {r.partition: r.start for r in last.train_ranges}
     for r in last.rehearsal_ranges:
         assert r.end <= first_new[r.partition]
-    # The sample is seeded by the job id: a rebuilt job has the same one.
-    assert [r.start for r in last.rehearsal_ranges] == [r.start for r in jobs[-1].rehearsal_ranges]
+    # The sample is seeded by the job id: the same history, rebuilt from scratch (as after
+    # a restart), gives the same job with the same sample.
+    rebuilt = _four_jobs_with_rehearsal()[-1]
+    assert rebuilt.job_id == last.job_id
+    assert rebuilt.rehearsal_ranges == last.rehearsal_ranges
