@@ -54,12 +54,12 @@ def git_commit() -> str:
     """The checkout's commit, with ``-dirty`` when it has uncommitted changes."""
 
     def git(*args: str) -> str:
-        return subprocess.run(  # noqa: S603 - fixed git command
-            ["git", *args],
+        return subprocess.run(  # noqa: S603 - fixed arguments
+            ["git", *args],  # noqa: S607 - git from PATH
             capture_output=True,
             text=True,
             cwd=REPO,
-            check=False,  # noqa: S607
+            check=False,
         ).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"

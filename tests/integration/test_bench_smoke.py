@@ -49,10 +49,17 @@ def test_every_benchmark_has_tiny_options():
     assert set(BENCHES) <= set(TINY), f"add tiny options for {set(BENCHES) - set(TINY)}"
 
 
-@pytest.mark.parametrize("name", list(BENCHES))
+#: These train at least one adapter even at their smallest: minutes on 2 busy cores.
+LONG = {"train", "adapt"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in LONG else []) for n in BENCHES]
+)
+@pytest.mark.timeout(900)
 def test_benchmark_runs_at_a_tiny_size(name, kafka_settings):
     connection = ("--bootstrap-servers", kafka_settings.bootstrap_servers)
-    figures = run_one(name, (*TINY.get(name, ()), *connection), timeout_s=300)
+    figures = run_one(name, (*TINY.get(name, ()), *connection), timeout_s=840)
     assert figures["bench"] == name
     table_keys = {
         key
