@@ -33,8 +33,9 @@ END = "<!-- bench-table:end -->"
 Figures = dict[str, Any]
 
 
-def run_one(name: str, options: Sequence[str] = (), timeout_s: float = 3600) -> Figures:
-    """Run ``streamtune bench NAME --json OPTIONS`` in a child process; its figures.
+def run_one(name: str, options: Sequence[str] = (), timeout_s: float = 3600) -> list[Figures]:
+    """Run ``streamtune bench NAME --json OPTIONS`` in a child process; its JSON lines (one,
+    or one per scenario for a benchmark that runs several).
 
     Raises ``RuntimeError`` with the child's stderr tail when it fails or prints no JSON."""
     command = [sys.executable, "-m", "streamtune.cli", "bench", name, "--json", *options]
@@ -46,8 +47,7 @@ def run_one(name: str, options: Sequence[str] = (), timeout_s: float = 3600) -> 
         raise RuntimeError(
             f"`streamtune bench {name}` failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
         )
-    figures: Figures = orjson.loads(lines[-1])
-    return figures
+    return [orjson.loads(line) for line in lines]
 
 
 def git_commit() -> str:
@@ -96,19 +96,19 @@ def machine_facts() -> dict[str, object]:
 
 def run_all(names: Sequence[str]) -> tuple[dict[str, object], list[str]]:
     """Every named benchmark in turn; (the results document, names that failed)."""
-    results: dict[str, Figures] = {}
+    results: dict[str, Figures | list[Figures]] = {}
     failed = []
     for name in names:
         print(f"# streamtune bench {name} --json", file=sys.stderr, flush=True)
         try:
-            figures = run_one(name)
+            lines = run_one(name)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(exc, file=sys.stderr, flush=True)
             failed.append(name)
-            figures = {"bench": name, "error": str(exc)[-500:]}
-        else:
+            lines = [{"bench": name, "error": str(exc)[-500:]}]
+        for figures in lines:
             print(orjson.dumps(figures).decode(), flush=True)
-        results[name] = figures
+        results[name] = lines[0] if len(lines) == 1 else lines
     document = {
         "commit": git_commit(),
         "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -168,11 +168,14 @@ ROWS: tuple[Row, ...] = (
         lambda f: f["lost"] == 0 and f["duplicated"] == 0),
     Row("train", "TFNS valid accuracy of the trained adapter, vs the base it started from",
         "valid_accuracy", "base_valid_accuracy", "accuracy_gain_vs_base_points"),
-    Row("train", "training examples/s", "train_examples_per_s", "baseline_train_examples_per_s"),
+    Row("train", "training examples/s, vs the previous training defaults",
+        "train_examples_per_s", "baseline_train_examples_per_s", "speedup_vs_baseline"),
     Row("adapt", "post-shift prequential accuracy, vs the static model",
         "post_shift_acc_streamtune", "post_shift_acc_static"),
     Row("adapt", "post-shift prequential accuracy, vs River online learning",
         "post_shift_acc_streamtune", "post_shift_acc_river"),
+    Row("adapt", "post-shift prequential accuracy, vs retraining on a schedule",
+        "post_shift_acc_streamtune", "post_shift_acc_scheduled"),
 )  # fmt: skip
 
 
@@ -208,7 +211,7 @@ def render_table(document: dict[str, Any]) -> str:
     | new | see `bench/results.json` | — | — | — |  |
     """
     machine = document["machine"]
-    results: dict[str, Figures] = document["results"]
+    results: dict[str, Figures | list[Figures]] = document["results"]
     lines = [
         f"Measured by `make bench` at commit `{document['commit'][:12]}`, "
         f"{document['finished_utc']}, on {machine['cpu_model']} ({machine['cpu_cores']} cores), "
@@ -217,20 +220,24 @@ def render_table(document: dict[str, Any]) -> str:
         "| bench | figure | measured | baseline (same run) | ratio | target |",
         "|---|---|---|---|---|---|",
     ]
-    for name, figures in results.items():
-        if "error" in figures:
-            lines.append(f"| {name} | **failed** (see `bench/results.json`) | — | — | — |  |")
-            continue
-        rows = [row for row in ROWS if row.bench == name]
-        if not rows:  # a benchmark added later and not described here yet
-            lines.append(f"| {name} | see `bench/results.json` | — | — | — |  |")
-        for row in rows:
-            lines.append(
-                f"| {name} | {row.what} | {_cell(figures, row.value)} | "
-                f"{_cell(figures, row.baseline)} | {_cell(figures, row.ratio)} | "
-                f"{_verdict(row, figures)} |"
-            )
+    for name, result in results.items():
+        for figures in result if isinstance(result, list) else [result]:
+            label = f"{name} ({figures['scenario']})" if "scenario" in figures else name
+            lines.extend(_rows_of(name, label, figures))
     return "\n".join(lines)
+
+
+def _rows_of(name: str, label: str, figures: Figures) -> list[str]:
+    if "error" in figures:
+        return [f"| {label} | **failed** (see `bench/results.json`) | — | — | — |  |"]
+    rows = [row for row in ROWS if row.bench == name]
+    if not rows:  # a benchmark added later and not described here yet
+        return [f"| {label} | see `bench/results.json` | — | — | — |  |"]
+    return [
+        f"| {label} | {row.what} | {_cell(figures, row.value)} | {_cell(figures, row.baseline)} "
+        f"| {_cell(figures, row.ratio)} | {_verdict(row, figures)} |"
+        for row in rows
+    ]
 
 
 def replace_block(text: str, block: str) -> str:
