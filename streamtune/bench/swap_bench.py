@@ -127,11 +127,12 @@ async def _run(settings: Settings, swaps: int) -> dict[str, object]:
             extra = 0
             deadline = loop.time() + FINAL_WAIT_S
             while server.stats.versions.get(TASK) != f"v{swaps}" and loop.time() < deadline:
-                trickle = _renumbered(rows[:15], start=sent + extra)
+                trickle = _renumbered(rows[:5], start=sent + extra)
                 await replay(
                     scratch, iter(trickle), task=TASK, rate=RATE, id_prefix="swap", progress=False
                 )
                 extra += len(trickle)
+                await asyncio.sleep(0.5)  # a trickle: 10/s adds no backlog of its own
             sent += extra
             await collector.wait_for(sent, timeout_s=120)
             await asyncio.sleep(1.0)  # let any duplicate arrive, too
