@@ -207,13 +207,16 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         rows = rows[: args.rows]
     device = resolve_device(settings)
     precision = resolve_precision(settings, device)
+    began = time.monotonic()
     served = asyncio.run(_serve_run(settings, rows, precision, latency_s=8.0))
     fp32 = (
         served
         if precision == "fp32"
         else asyncio.run(_serve_run(settings, rows, "fp32", latency_s=4.0))
     )
+    serve_s = time.monotonic() - began
     hf = _pipeline_runs(settings, rows)
+    pipeline_s = time.monotonic() - began - serve_s
     bound, tokens = _flop_bound(settings, rows, precision, device)
     return {
         "bench": "inference",
@@ -241,6 +244,8 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         "accuracy_delta_vs_fp32_points": round(100 * (served["accuracy"] - fp32["accuracy"]), 2),
         "hf_pipeline_fp32_accuracy": round(hf["fp32_accuracy"], 4),
         "hf_pipeline_bf16_accuracy": round(hf["bf16_accuracy"], 4),
+        "seconds_serve_runs": round(serve_s, 1),
+        "seconds_pipeline_runs": round(pipeline_s, 1),
         "meets_targets": fp32["texts_per_s"] >= 1.5 * hf["fp32_texts_per_s"]
         and (device.type != "cpu" or served["texts_per_s"] >= 0.5 * bound),
     }
