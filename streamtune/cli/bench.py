@@ -11,7 +11,7 @@ from streamtune.core.settings import Settings
 
 #: Benchmark name -> "module:function"; each function takes (Settings, Namespace) and returns
 #: the figures as a flat dict, printed as one JSON line with --json. ``make bench``
-#: (``ops/run_bench.py``) runs every one listed here, in this order.
+#: (``python -m streamtune.bench.results run``) runs every one listed here, in this order.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
     "stream": "streamtune.bench.stream_bench:run",
