@@ -12,7 +12,7 @@ help:
 	@echo "make test        lint, start the local Kafka if needed, run unit + integration tests"
 	@echo "make test-unit   only the tests that need no broker"
 	@echo "make test-faults broker kills under load, fuzzing, the CLI's error lines (part of make test)"
-	@echo "make bench       run the benchmarks (one JSON line each)"
+	@echo "make bench       run every benchmark: one JSON line each, bench/results.json, README table"
 	@echo "make lint        ruff check + format check;  make format  fixes them"
 	@echo "make kafka-start | kafka-stop | kafka-status"
 
@@ -48,14 +48,7 @@ demo: venv
 
 bench: venv
 	@$(ST) kafka start >/dev/null
-	$(ST) bench replay --json
-	$(ST) bench stream --json
-	$(ST) bench drift --json
-	$(ST) bench inference --json
-	$(ST) bench swap --json
-	$(ST) bench train --json
-	$(ST) bench adapt --json
-	$(ST) bench alerts --json
+	$(PY) -m streamtune.bench.results run
 
 kafka-start: venv
 	$(ST) kafka start

@@ -6,8 +6,9 @@ per interaction keyed by ``interaction_id`` and naming the adapter version that 
 and commits only after the predictions were acknowledged. Bad records go to dead-letter.
 
 Alongside, it follows model-updates. A new adapter is verified (sha256, signature, shape)
-and built and warmed in a background thread; the serve loop swaps it in between two batches,
-which costs a dictionary assignment. A rejected adapter leaves the live model serving and
+and built and warmed in a background thread at a lower CPU priority (so inference keeps the
+cores meanwhile); the serve loop swaps it in between two batches, which costs a dictionary
+assignment. A rejected adapter leaves the live model serving and
 is reported on model-events.
 
 Lifecycle: load base and seed models -> catch up on model-updates (so a late starter serves
@@ -22,8 +23,10 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,6 +50,19 @@ from streamtune.model_updates.publisher import event, publish_event
 
 log = logging.getLogger(__name__)
 
+#: Niceness of the adapter-build thread: building and warming a new adapter yields the CPU
+#: to inference, so a swap does not slow the answers served meanwhile.
+BUILD_THREAD_NICENESS = 10
+#: How many recent answers ``ServeStats.acked`` keeps (for benchmarks and monitoring).
+ACKED_KEPT = 200_000
+
+
+def _lower_build_priority() -> None:
+    """Runs once in the adapter-build thread: a higher niceness for this thread only (and
+    the torch worker threads it starts), so inference wins the CPU while an adapter builds."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BUILD_THREAD_NICENESS)
+
 
 @dataclass
 class ServeStats:
@@ -60,6 +76,12 @@ class ServeStats:
     rejected: int = 0
     swap_pauses_ms: list[float] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    #: ``(monotonic seconds, latency ms)`` per answer, when the broker acknowledged it;
+    #: latency runs from the interaction's timestamp to that acknowledgement.
+    acked: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=ACKED_KEPT))
+    #: ``(task, version, answered when the update arrived, answered when it went live)`` per
+    #: swap: answers given in between were served by the old model while the new one built.
+    swap_log: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
@@ -88,8 +110,11 @@ class Server:
         self.live: dict[str, Predictor] = {}
         self.seeds: dict[str, bytes] = {}
         self._pending: dict[str, Predictor] = {}
+        self._arrived: dict[str, int] = {}  # task -> answers given when its update arrived
         self._infer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
-        self._build = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapter-build")
+        self._build = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="adapter-build", initializer=_lower_build_priority
+        )
         self._commit_task: asyncio.Task[None] | None = None
         self._events: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
@@ -184,11 +209,11 @@ class Server:
             outputs: list[Awaitable[object]] = []
             topic = self.settings.topic(PREDICTIONS)
             for decoded, pred in zip(batch.messages, predictions, strict=True):
-                outputs.append(
-                    await producer.send(
-                        topic, pred.to_bytes(), key=decoded.key or pred.interaction_id.encode()
-                    )
+                sent = await producer.send(
+                    topic, pred.to_bytes(), key=decoded.key or pred.interaction_id.encode()
                 )
+                sent.add_done_callback(self._acked_callback(decoded.timestamp_ms))
+                outputs.append(sent)
             # Commit batch N while batch N+1 is computed; commits stay in order.
             await self.drain()
             self._commit_task = asyncio.create_task(self._commit(consumer, batch, outputs))
@@ -208,6 +233,16 @@ class Server:
         for pred in predictions:
             m.latency.observe(pred.latency_ms / 1000)
         self.liveness.record(len(batch))
+
+    def _acked_callback(self, interaction_ts_ms: int) -> Callable[[asyncio.Future[object]], None]:
+        """Record an answer's latency when the broker acknowledges it: what a reader sees."""
+
+        def done(future: asyncio.Future[object]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                latency = max(0.0, float(now_ms() - interaction_ts_ms))
+                self.stats.acked.append((time.monotonic(), latency))
+
+        return done
 
     async def _next_batch(
         self,
@@ -297,6 +332,8 @@ class Server:
             self.stats.versions[task] = predictor.version
             self.metrics.swaps.labels(task=task).inc()
             self.metrics.set_live_adapter(task, predictor.version)
+            arrived = self._arrived.pop(task, self.stats.answered)
+            self.stats.swap_log.append((task, predictor.version, arrived, self.stats.answered))
             log.info(
                 "swapped %s to %s (%.3f ms between batches)", task, predictor.version, pause_ms
             )
@@ -317,12 +354,13 @@ class Server:
         """Verify and build off the hot path; queue for the swap or report the rejection."""
         loop = asyncio.get_running_loop()
         task = update.task
+        arrived = self.stats.answered
         if update.manifest is None:
             predictor = await loop.run_in_executor(
                 self._build,
                 lambda: self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION),
             )
-            self._pending[task] = predictor
+            self._pending[task], self._arrived[task] = predictor, arrived
             return
         manifest = update.manifest
         if update.blob is None:
@@ -342,7 +380,7 @@ class Server:
         except AdapterRejected as exc:
             await self._reject(producer, task, manifest.version, exc)
             return
-        self._pending[task] = predictor
+        self._pending[task], self._arrived[task] = predictor, arrived
 
     async def _reject(
         self, producer: AIOKafkaProducer, task: str, version: str, exc: AdapterRejected

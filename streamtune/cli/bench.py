@@ -11,17 +11,18 @@ from streamtune.core.settings import Settings
 
 #: Benchmark name -> "module:function"; each function takes (Settings, Namespace) and returns
 #: the figures as a flat dict (or a list of them, one per scenario), printed as one JSON line
-#: each with --json.
+#: each with --json. ``make bench`` (``python -m streamtune.bench.results run``) runs every
+#: one listed here, in this order.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
+    "stream": "streamtune.bench.stream_bench:run",
+    "drift": "streamtune.bench.drift_bench:run",
     "inference": "streamtune.bench.inference_bench:run",
     "swap": "streamtune.bench.swap_bench:run",
     "train": "streamtune.bench.train_bench:run",
     "adapt": "streamtune.bench.adapt_bench:run",
-    "stream": "streamtune.bench.stream_bench:run",
-    "drift": "streamtune.bench.drift_bench:run",
-    "poison": "streamtune.bench.poison_bench:run",
     "alerts": "streamtune.bench.alerts_bench:run",
+    "poison": "streamtune.bench.poison_bench:run",
 }
 
 
@@ -53,8 +54,13 @@ def register(sub: Any) -> None:
     bench.add_argument("name", choices=sorted(BENCHES))
     bench.add_argument("--json", action="store_true")
     bench.add_argument(
-        "--rows", type=int, help="rows to use (replay: 10000; inference: all 2388; train: all)"
+        "--rows",
+        type=int,
+        help="rows to use (replay, stream: 10000; inference: all 2388; train: all; "
+        "drift: events per stationary stream, 20000; adapt: pre-shift events, 400)",
     )
+    bench.add_argument("--swaps", type=int, help="swap: adapters to publish (default 20)")
+    bench.add_argument("--seeds", type=int, help="drift: streams per kind to report on (5)")
     bench.add_argument(
         "--epochs", type=int, help="train: epochs (default $STREAMTUNE_TRAIN_EPOCHS)"
     )

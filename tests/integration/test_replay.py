@@ -60,18 +60,38 @@ def test_replay_publishes_every_good_row_and_reports_bad_ones(topics, tmp_path):
 
 
 def test_replay_feedback_fraction_is_seeded(topics):
+    """The same --seed picks the same rows for feedback; another seed picks others."""
     import asyncio
 
     settings = topics
-    proc = run_cli(
-        settings, str(DATA / "surge_stock" / "sentiment.csv"), "--rate", "0", "--limit", "200",
-        "--feedback-fraction", "0.25", "--seed", "3", "--label-map", "Positive=Bullish,Negative=Bearish",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+
+    def replay_with(seed: str, prefix: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            settings, str(DATA / "surge_stock" / "sentiment.csv"), "--rate", "0", "--limit", "200",
+            "--feedback-fraction", "0.25", "--seed", seed, "--id-prefix", prefix,
+            "--label-map", "Positive=Bullish,Negative=Bearish",
+        )  # fmt: skip
+
+    runs = {
+        prefix: replay_with(seed, prefix) for prefix, seed in (("a", "3"), ("b", "3"), ("c", "4"))
+    }
+    for proc in runs.values():
+        assert proc.returncode == 0, proc.stderr
     feedback = asyncio.run(read_all(settings, settings.topic(FEEDBACK)))
-    assert 25 <= len(feedback) <= 75  # 200 x 0.25, give or take
-    assert f"published 200 interactions and {len(feedback)} feedback records" in proc.stdout
-    interactions = asyncio.run(read_all(settings, settings.topic(INTERACTIONS), expect=200))
+    lines: dict[str, set[str]] = {prefix: set() for prefix in runs}
+    for record in feedback:
+        prefix, _, line = Feedback.from_bytes(record.value).interaction_id.partition("-")
+        lines[prefix].add(line)
+    for prefix, proc in runs.items():
+        published = f"published 200 interactions and {len(lines[prefix])} feedback records"
+        assert published in proc.stdout
+        # Binomial(200, 0.25): mean 50, sd 6.1; 25..75 is about 4 sd either side.
+        assert 25 <= len(lines[prefix]) <= 75
+    assert lines["a"] == lines["b"]  # the same seed reproduces the same sample
+    # Another seed: two independent 25% samples of 200 rows coincide with probability ~1e-48.
+    assert lines["c"] != lines["a"]
+    interactions = asyncio.run(read_all(settings, settings.topic(INTERACTIONS), expect=600))
+    assert len(interactions) == 600
     assert all(Interaction.from_bytes(r.value).entity.startswith("$") for r in interactions)
 
 

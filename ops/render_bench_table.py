@@ -1,0 +1,10 @@
+"""Re-render README.md's benchmark table from bench/results.json (``make bench`` does this too).
+
+Usage: ``.venv/bin/python ops/render_bench_table.py``. The logic lives in
+``streamtune.bench.results`` (where its doctests run).
+"""
+
+from streamtune.bench.results import render
+
+if __name__ == "__main__":
+    render()

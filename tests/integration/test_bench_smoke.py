@@ -1,0 +1,75 @@
+"""Every benchmark runs, at a tiny size, through the real entry point (``streamtune bench NAME
+--json``, the way ``make bench`` runs it), and prints the keys its readers rely on.
+
+The figures at these sizes mean nothing; what this catches is a benchmark that crashes
+(as ``bench stream`` did when ``--rows`` lost its default) or silently drops a key that the
+README table or the issue's checks read.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streamtune.bench.results import ROWS, run_one
+from streamtune.cli.bench import BENCHES
+
+pytestmark = pytest.mark.integration
+
+#: The smallest options each benchmark offers. A benchmark added to ``BENCHES`` must be
+#: added here too (the test below says so), so that none goes untested.
+TINY: dict[str, tuple[str, ...]] = {
+    "replay": ("--rows", "200"),
+    "stream": ("--rows", "200"),
+    "drift": ("--rows", "1000", "--seeds", "1"),
+    "inference": ("--rows", "16"),
+    "swap": ("--swaps", "2"),
+    "train": ("--rows", "32", "--epochs", "1", "--baseline-steps", "2"),
+    "adapt": ("--rows", "20", "--rate", "100", "--scenario", "abrupt"),
+    "poison": ("--rows", "60", "--epochs", "1"),
+    "alerts": ("--rows", "300"),
+}
+
+#: Keys named by the issue that introduced the results file, beyond those the table reads.
+REQUIRED: dict[str, set[str]] = {
+    "swap": {
+        "swaps", "lost", "duplicated", "publish_to_live_ms", "p99_ratio_during_swaps",
+        "max_gap_ms", "apply_ms",
+    },
+    "inference": {
+        "hf_pipeline_fp32_best_texts_per_s", "hf_pipeline_best_batch",
+        "hf_pipeline_bf16_texts_per_s", "serve_fp32_texts_per_s", "serve_texts_per_s",
+        "ratio_fp32_vs_pipeline_fp32", "flop_bound_texts_per_s", "ratio_vs_flop_bound",
+        "device",
+    },
+}  # fmt: skip
+
+#: Table keys a benchmark may legitimately lack (none now).
+PENDING: set[tuple[str, str]] = set()
+
+
+def test_every_benchmark_has_tiny_options():
+    assert set(BENCHES) <= set(TINY), f"add tiny options for {set(BENCHES) - set(TINY)}"
+
+
+#: These train at least one adapter even at their smallest: minutes on 2 busy cores.
+LONG = {"train", "adapt", "poison"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in LONG else []) for n in BENCHES]
+)
+@pytest.mark.timeout(900)
+def test_benchmark_runs_at_a_tiny_size(name, kafka_settings):
+    connection = ("--bootstrap-servers", kafka_settings.bootstrap_servers)
+    lines = run_one(name, (*TINY.get(name, ()), *connection), timeout_s=840)
+    table_keys = {
+        key
+        for row in ROWS
+        if row.bench == name
+        for key in (row.value, row.baseline, row.ratio)
+        if key is not None and (name, key) not in PENDING
+    }
+    for figures in lines:  # one line, or one per scenario
+        assert figures["bench"] == name
+        missing = (table_keys | REQUIRED.get(name, set())) - set(figures)
+        assert not missing, f"bench {name} no longer reports {sorted(missing)}"
