@@ -75,7 +75,7 @@ class GateDecision:
 class GateRule:
     alpha: float = 0.05
     min_improvement: float = 0.0
-    anchor_tolerance: float = 0.1
+    anchor_tolerance: float = 0.2
 
     def decide(
         self, new: list[bool], live: list[bool], *, anchor_new: float, anchor_live: float

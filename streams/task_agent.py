@@ -78,6 +78,7 @@ class TaskAgent:
             rehearsal_fraction=s.rehearsal_fraction,
             rehearsal_windows=s.rehearsal_windows,
             drift_min_examples=s.drift_min_examples,
+            drift_settle_examples=s.drift_settle_examples,
             regime_max_examples=s.regime_max_examples,
             on_drift=s.train_on_drift,
         )
@@ -193,7 +194,12 @@ class TaskAgent:
             events.append(event)
             state.drift_events += 1
             state.last_drift = {"event_id": event.event_id, "statistic": event.statistic, "ts": now}
-            trigger(state, "drift", event.event_id)
+            trigger(
+                state,
+                "drift",
+                event.event_id,
+                settle_examples=self.trigger_config.drift_settle_examples,
+            )
         return events
 
     async def _publish(self, out: _Outputs) -> None:

@@ -68,14 +68,25 @@ class TriggerConfig:
     rehearsal_fraction: float = 0.5
     rehearsal_windows: int = 16
     drift_min_examples: int = 60
+    drift_settle_examples: int = 300
     regime_max_examples: int = 2000
     on_drift: bool = True  # False: drift is reported but starts no job (scheduled retraining)
 
 
-def trigger(state: TaskState, reason: str, drift_event_id: str | None = None) -> None:
+def trigger(
+    state: TaskState, reason: str, drift_event_id: str | None = None, *, settle_examples: int = 0
+) -> None:
     """Record a trigger; it coalesces with one already pending (the strongest wins).
 
-    A drift also starts a new regime at the window open now (see the module docstring)."""
+    A drift also starts a new regime at the window open now (see the module docstring),
+    unless the last one started fewer than ``settle_examples`` examples ago: one shift is
+    usually seen by several statistics in turn, and each must not restart the regime."""
+    if (
+        reason == "drift"
+        and state.drift_mark
+        and state.examples - state.drift_mark < settle_examples
+    ):
+        return
     if state.pending is None or STRENGTH[reason] > STRENGTH[state.pending]:
         state.pending = reason
     if reason == "drift":
@@ -153,17 +164,26 @@ def _build(
     seq = state.jobs_emitted + 1
     job_id = f"{state.task}:{seq}"
     total = sum(w.count for w in pool)
-    newest = pool[-1]
-    holdout_n = min(len(newest.tail), max(1, round(cfg.holdout_fraction * total)), total - 1)
-    held = newest.tail[len(newest.tail) - holdout_n :]
+    wanted = min(max(1, round(cfg.holdout_fraction * total)), total - 1)
+    # The newest examples: the newest window's tail, and older windows' tails only while the
+    # newer ones are held whole, so each partition's holdout is one range at its end.
+    held: list[list[int]] = []
+    for window in reversed(pool):
+        need = wanted - len(held)
+        if need <= 0:
+            break
+        held = window.tail[max(0, len(window.tail) - need) :] + held
+        if len(window.tail) < window.count:
+            break
+    holdout_n = len(held)
     holdout_start: dict[int, int] = {}
     for partition, offset in held:
         holdout_start[partition] = min(offset, holdout_start.get(partition, offset))
     train: dict[int, list[int]] = {}
     for window in pool:
         for partition, (start, end) in window.ranges.items():
-            if window is newest and partition in holdout_start:
-                end = holdout_start[partition]
+            if partition in holdout_start:
+                end = min(end, holdout_start[partition])
             if end <= start:
                 continue
             # Consecutive windows hold all of the task's examples in between, so one
@@ -181,7 +201,9 @@ def _build(
         ],
         rehearsal_ranges=_rehearsal(state, cfg, job_id, train_n),
         holdout_ranges=[
-            OffsetRange(partition=p, start=start, end=newest.ranges[p][1])
+            OffsetRange(
+                partition=p, start=start, end=max(w.ranges[p][1] for w in pool if p in w.ranges)
+            )
             for p, start in sorted(holdout_start.items())
         ],
         parent_version=state.adapter_version,
@@ -193,8 +215,6 @@ def _build(
     trained = {w.id for w in pool}
     known = {w.id for w in state.history}
     state.closed = [w for w in state.closed if w.id not in trained]
-    for window in pool:
-        window.tail = []
     history = sorted([*state.history, *(w for w in pool if w.id not in known)], key=lambda w: w.id)
     # Keep the regime's windows (they are trained on again) and a few older ones to rehearse.
     regime = [w for w in history if w.id >= state.regime_start]

@@ -218,8 +218,6 @@ def close_open(state: TaskState) -> None:
     """Move the open window to the closed (untrained) ones."""
     if state.open is None:
         return
-    for older in state.closed:
-        older.tail = []  # only the newest window's tail can become a holdout
     state.closed.append(state.open)
     state.open = None
     while len(state.closed) > MAX_CLOSED:

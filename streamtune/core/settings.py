@@ -192,7 +192,7 @@ class Settings(BaseSettings):
         description="holdout accuracy the new adapter must gain over the live one",
     )
     gate_anchor_tolerance: float = Field(
-        0.1,
+        0.2,
         ge=0.0,
         le=1.0,
         description="anchor-set accuracy the new adapter may lose (a real shift is a trade)",
@@ -291,6 +291,12 @@ class Settings(BaseSettings):
     )
     drift_min_examples: int = Field(
         60, ge=2, description="labelled examples of the new regime the first drift job needs"
+    )
+    drift_settle_examples: int = Field(
+        300,
+        ge=0,
+        description="a drift within this many labelled examples of the last one is the same "
+        "shift seen by another statistic: it starts no new regime or job",
     )
     regime_max_examples: int = Field(
         2000, ge=10, description="a job trains on at most this many newest examples of the regime"

@@ -207,3 +207,38 @@ def test_rehearsal_ranges_come_from_windows_before_the_regime_only():
     rebuilt = job_at(before, tcfg, NOW + 10)
     assert rebuilt.job_id == drift_job.job_id
     assert rebuilt.rehearsal_ranges == drift_job.rehearsal_ranges
+
+
+def test_a_second_statistic_seeing_the_same_shift_starts_no_new_regime():
+    wcfg = WindowConfig(window_size=1000)
+    tcfg = TriggerConfig(min_examples=50, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=20)
+    state = TaskState(TASK)
+    fill(state, wcfg, 100)
+    trigger(state, "drift", "tfns-sentiment:error_rate:100", settle_examples=300)
+    regime = state.regime_start
+    fill(state, wcfg, 10, start=100)
+    trigger(state, "drift", "tfns-sentiment:label_prior:0:110", settle_examples=300)
+    assert state.regime_start == regime  # the same shift: the regime and its job stand
+    fill(state, wcfg, 10, start=110)
+    job = job_at(state, tcfg)
+    assert job.drift_event_id == "tfns-sentiment:error_rate:100"
+    assert job.train_examples + job.holdout_examples == 120  # the open window and all after
+
+
+def test_the_holdout_reaches_into_older_windows_when_the_newest_is_small():
+    wcfg = WindowConfig(window_size=30, holdout_fraction=0.25)  # tails of 9
+    tcfg = TriggerConfig(
+        min_examples=10, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=3,
+        holdout_fraction=0.25,
+    )  # fmt: skip
+    state = TaskState(TASK)
+    fill(state, wcfg, 25)
+    trigger(state, "drift", "tfns-sentiment:error_rate:25", settle_examples=0)
+    fill(state, wcfg, 3, start=25)  # the newest window holds only 3 examples
+    job = job_at(state, tcfg)
+    assert job.reason == "drift"
+    assert job.holdout_examples == 7  # 25% of 28: 3 from the newest window, 4 before them
+    for held in job.holdout_ranges:
+        for train in job.train_ranges:
+            if held.partition == train.partition:
+                assert train.end <= held.start
