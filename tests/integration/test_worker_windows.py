@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from schemas import AdapterManifest, Feedback, Interaction, LabelledExample, TrainJob
+from schemas import AdapterManifest, Feedback, Interaction, JobStatus, LabelledExample, TrainJob
+from schemas.fields import now_ms
 from streams.topology import app_id
 from tests.examples import TS
 from tests.kafka_helpers import committed, read_all
@@ -90,14 +91,20 @@ def test_full_windows_emit_one_job_each_and_the_policy_holds(topics, tmp_path):
         blocked = await examples_counted(2 * WINDOW)
         while_in_flight = await jobs()
 
-        # Its adapter is announced; the cooldown still holds the pending window back.
+        # Its adapter is announced (a job may publish twice: that does not end it), then the
+        # trainer reports it finished; the cooldown still holds the pending window back.
         await publish(settings, [("model-updates", TASK, manifest(first, "v1"))])
+        ended = JobStatus(
+            job_id=first.job_id, tasks=[TASK], state="finished", attempt=1,
+            adapter_versions={TASK: "v1"}, source="test", ts_ms=now_ms(),
+        )  # fmt: skip
+        await publish(settings, [("train-status", TASK, ended)])
 
         async def released():
             state = await task_state(settings, TASK)
             return state if state.in_flight is None or state.jobs_emitted > 1 else None
 
-        await wait_for(released, 30, "the adapter to end the job in flight", worker)
+        await wait_for(released, 30, "the trainer's report to end the job in flight", worker)
         second = await wait_for(lambda: _nth_job(jobs, 2), 30, "the second job", worker)
         labelled = await read_all(settings, settings.topic("labelled"))
 
@@ -118,18 +125,24 @@ def test_full_windows_emit_one_job_each_and_the_policy_holds(topics, tmp_path):
 
     assert almost.examples == WINDOW - 1 and no_job_yet == []
     assert first.reason == "window" and first.tasks == [TASK]
-    assert (first.train_examples, first.holdout_examples) == (32, 8)
+    assert (first.train_examples, first.holdout_examples) == (30, 10)  # holdout: the newest 25%
     assert while_in_flight == [first]  # exactly one job per full window, one in flight
     assert blocked.pending == "window" and len(blocked.closed) == 1
     assert second.reason == "window" and second.parent_version == "v1"
     assert second.created_ts_ms - first.created_ts_ms >= COOLDOWN_S * 1000
-    # The two jobs cover the 80 examples on `labelled` once each, holdouts included.
-    covered = []
-    for job in (first, second):
-        for r in [*job.train_ranges, *job.holdout_ranges]:
-            covered += [(r.partition, o) for o in range(r.start, r.end)]
-    assert len(covered) == len(set(covered)) == 2 * WINDOW
-    assert set(covered) == {(r.partition, r.offset) for r in labelled}
+
+    # The second job trains on the whole regime: the 80 examples on `labelled`, each once,
+    # holdouts included; the first covered the first 40.
+    def covered(job: TrainJob) -> list[tuple[int, int]]:
+        return [
+            (r.partition, o)
+            for r in [*job.train_ranges, *job.holdout_ranges]
+            for o in range(r.start, r.end)
+        ]
+
+    assert len(covered(first)) == len(set(covered(first))) == WINDOW
+    assert len(covered(second)) == len(set(covered(second))) == 2 * WINDOW
+    assert set(covered(second)) == {(r.partition, r.offset) for r in labelled}
     assert {LabelledExample.from_bytes(r.value).interaction_id for r in labelled} == {
         f"ex-{n}" for n in range(2 * WINDOW)
     }
