@@ -122,10 +122,12 @@ class Statistic:
         detectors: Mapping[str, Callable[[], _Detector]],
         grace: int,
         two_sided_name: bool = False,
+        rises_only: bool = False,
     ) -> None:
         self.name = name
         self.grace = grace
         self.two_sided_name = two_sided_name
+        self.rises_only = rises_only
         self._factories = dict(detectors)
         self._reset()
 
@@ -150,6 +152,9 @@ class Statistic:
             return None
         level = self._recent
         statistic = self.name
+        if self.rises_only and level < before:
+            self._reset()  # it got better: a new baseline, not an alarm
+            return None
         if self.two_sided_name:
             statistic += "_up" if level >= before else "_down"
         self._reset()
@@ -163,6 +168,7 @@ class DriftMonitor:
         self.task = task
         self.config = config
         self.position = 0
+        self.version: str | None = None  # the adapter that answered last
         c = config
 
         def adwin(delta: float) -> Callable[[], _Detector]:
@@ -176,7 +182,8 @@ class DriftMonitor:
                 threshold=c.error_ph_threshold,
                 mode="up",
             )
-        self.error = Statistic("error_rate", error, c.grace)
+        # Only a rising error rate is a drift: a falling one is the adaptation working.
+        self.error = Statistic("error_rate", error, c.grace, rises_only=True)
         self.confidence = Statistic(
             "confidence", {"adwin": adwin(c.confidence_delta)}, c.grace, two_sided_name=True
         )
@@ -205,12 +212,23 @@ class DriftMonitor:
             hits.append(self.error.update(0.0 if predicted == label else 1.0))
         return self._hits(hits)
 
+    def model_changed(self) -> None:
+        """A new adapter answers: the statistics of the model's own behaviour (error rate,
+        confidence) start a new baseline, with a grace period, instead of reporting the swap
+        itself as a drift."""
+        self.error._reset()
+        self.confidence._reset()
+
     def observe(self, obs: Observations) -> list[Detection]:
         """Feed what the join saw of this task in one batch."""
         out: list[Detection] = []
         for tokens in obs.inputs:
             out += self.observe_input(tokens)
         for prediction in obs.predictions:
+            if prediction.adapter_version != self.version:
+                if self.version is not None:
+                    self.model_changed()
+                self.version = prediction.adapter_version
             out += self.observe_prediction(prediction.confidence)
         for item in obs.labelled:
             out += self.observe_labelled(item.label, item.predicted)

@@ -94,3 +94,27 @@ def test_replaying_the_tail_rebuilds_the_same_detectors():
     rebuilt = monitor()
     assert rebuilt.replay(records) == uninterrupted.position
     assert uninterrupted.observe(shifted) == rebuilt.observe(shifted) != []
+
+
+def test_a_falling_error_rate_is_not_a_drift_and_a_new_model_starts_a_new_baseline():
+    rng = random.Random(3)
+    m = monitor()
+    # 30% wrong, then 5% wrong: the model got better (an adapter helped): no alarm.
+    hits = []
+    for n in range(3000):
+        wrong = rng.random() < (0.3 if n < 1500 else 0.05)
+        hits += m.observe_labelled(0, 1 if wrong else 0)
+    assert [h for h in hits if h.statistic == "error_rate"] == []
+    # The same fall with a rise in between: the rise is reported.
+    m = monitor()
+    rises = []
+    for n in range(3000):
+        wrong = rng.random() < (0.05 if n < 1500 else 0.4)
+        rises += m.observe_labelled(0, 1 if wrong else 0)
+    assert [h.statistic for h in rises][:1] == ["error_rate"]
+    # A new adapter answering resets the model's own statistics (with their grace period).
+    m = monitor()
+    before = m.error
+    for version in ("base", "base", "v1"):
+        m.observe(Observations(task=TASK, predictions=(PredictionSeen(0, 0.9, version),)))
+    assert m.error is before and m.error._n == 0 and m.version == "v1"
