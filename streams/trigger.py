@@ -131,16 +131,19 @@ def evaluate(
         return None
     if not drift and state.last_job_ms and now_ms - state.last_job_ms < cfg.cooldown_ms:
         return None
-    if state.pending != "window" and state.open is not None and state.open.count:
-        close_open(state)
-    pool = _regime_pool(state, cfg)
-    regime = sum(w.count for w in pool)
     if drift:
         # The regime's first window was mostly written before the drift was detected: wait
         # for examples that arrived after it, so the holdout is of the new regime.
-        if state.examples - state.drift_mark < cfg.drift_min_examples or regime < 2:
+        if state.examples - state.drift_mark < cfg.drift_min_examples:
             return None
     elif new_examples < cfg.min_examples:
+        return None
+    # Only now, with the job due, may the open window close: closing it on every check
+    # would cut the regime into slivers.
+    if state.pending != "window" and state.open is not None and state.open.count:
+        close_open(state)
+    pool = _regime_pool(state, cfg)
+    if sum(w.count for w in pool) < 2:
         return None
     return _build(state, cfg, pool, now_ms, labelled_topic)
 

@@ -221,5 +221,12 @@ def close_open(state: TaskState) -> None:
     state.closed.append(state.open)
     state.open = None
     while len(state.closed) > MAX_CLOSED:
-        first, second = state.closed[0], state.closed[1]
-        state.closed[0:2] = [first.merge(second)]
+        # Merge the oldest neighbours on the same side of the regime's start, so a regime
+        # never absorbs the windows before it (or the other way round).
+        start = state.regime_start
+        i = next(
+            i
+            for i in range(len(state.closed) - 1)
+            if (state.closed[i].id >= start) == (state.closed[i + 1].id >= start)
+        )
+        state.closed[i : i + 2] = [state.closed[i].merge(state.closed[i + 1])]

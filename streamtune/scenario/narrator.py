@@ -29,7 +29,7 @@ class Narrator:
         for event in sorted(run.drift_events, key=lambda e: e.ts_ms)[self._drifts :]:
             self._say(
                 f"drift detected on {event.task}: {event.statistic} by {event.detector} "
-                f"(event {event.position} of the task's stream) -> a train job starts at once"
+                f"(observation {event.position} of the task's stream)"
             )
         self._drifts = len(run.drift_events)
         for event in run.published:

@@ -242,3 +242,25 @@ def test_the_holdout_reaches_into_older_windows_when_the_newest_is_small():
         for train in job.train_ranges:
             if held.partition == train.partition:
                 assert train.end <= held.start
+
+
+def test_waiting_for_a_drift_job_keeps_the_regime_whole():
+    """The policy is checked after every record; the wait must not cut the regime up."""
+    wcfg = WindowConfig(window_size=150, holdout_fraction=0.25)
+    tcfg = TriggerConfig(
+        min_examples=100, cooldown_ms=0, job_timeout_ms=10 * MIN, drift_min_examples=60,
+        holdout_fraction=0.25,
+    )  # fmt: skip
+    state = TaskState(TASK)
+    fill(state, wcfg, 150)
+    first = job_at(state, tcfg)  # in flight from here on
+    fill(state, wcfg, 200, start=150)  # a full window waits behind it, 50 more are open
+    trigger(state, "drift", "tfns-sentiment:error_rate:350", settle_examples=300)
+    job = None
+    for n in range(350, 420):
+        fill(state, wcfg, 1, start=n)
+        job = job or job_at(state, tcfg, NOW + n)
+    assert first is not None and job is not None and job.reason == "drift"
+    # The 50 open at the drift and the 60 after it: all of the regime, in one piece.
+    assert job.train_examples + job.holdout_examples == 110
+    assert job.holdout_examples >= 25
