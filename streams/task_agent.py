@@ -194,12 +194,13 @@ class TaskAgent:
             events.append(event)
             state.drift_events += 1
             state.last_drift = {"event_id": event.event_id, "statistic": event.statistic, "ts": now}
-            trigger(
-                state,
-                "drift",
-                event.event_id,
-                settle_examples=self.trigger_config.drift_settle_examples,
+            # A rising error rate is the model failing now: it always starts a new regime.
+            # The other statistics (inputs, confidence, label mix) often see the same shift
+            # later; within the settle span of a regime they start nothing.
+            settle = (
+                0 if event.statistic == "error_rate" else self.trigger_config.drift_settle_examples
             )
+            trigger(state, "drift", event.event_id, settle_examples=settle)
         return events
 
     async def _publish(self, out: _Outputs) -> None:

@@ -68,7 +68,7 @@ class TriggerConfig:
     rehearsal_fraction: float = 0.5
     rehearsal_windows: int = 16
     drift_min_examples: int = 60
-    drift_settle_examples: int = 300
+    drift_settle_examples: int = 1000
     regime_max_examples: int = 2000
     on_drift: bool = True  # False: drift is reported but starts no job (scheduled retraining)
 

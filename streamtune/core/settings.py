@@ -293,10 +293,10 @@ class Settings(BaseSettings):
         60, ge=2, description="labelled examples of the new regime the first drift job needs"
     )
     drift_settle_examples: int = Field(
-        300,
+        1000,
         ge=0,
-        description="a drift within this many labelled examples of the last one is the same "
-        "shift seen by another statistic: it starts no new regime or job",
+        description="a drift of inputs, confidence or label mix within this many labelled "
+        "examples of the last regime's start is the same shift seen late: no new regime",
     )
     regime_max_examples: int = Field(
         2000, ge=10, description="a job trains on at most this many newest examples of the regime"
