@@ -83,8 +83,12 @@ def fit_head(
     sample_weights: list[float] | None = None,
     folds: int = 3,
     seed: int = 0,
+    score_rows: int | None = None,
 ) -> Head:
-    """Fit a head on ``features`` (n, hidden); the penalty is chosen by ``folds``-fold CV."""
+    """Fit a head on ``features`` (n, hidden); the penalty is chosen by ``folds``-fold CV.
+
+    With ``score_rows``, only the first that many rows (the new regime's) are scored in the
+    cross-validation; the rest (rehearsal) always help fit, never choose."""
     # A copy made outside inference mode: features from a Predictor may be inference tensors,
     # which autograd refuses to save.
     with torch.inference_mode(False):
@@ -96,6 +100,8 @@ def fit_head(
         if len(labels) >= 5 * folds:
             order = list(range(len(labels)))
             random.Random(seed).shuffle(order)  # noqa: S311 - fold assignment, not secrets
+            scored = torch.zeros(len(labels))
+            scored[: score_rows if score_rows is not None else len(labels)] = 1.0
             fold_of = torch.empty(len(labels), dtype=torch.long)
             for rank, index in enumerate(order):
                 fold_of[index] = rank % folds
@@ -113,7 +119,7 @@ def fit_head(
                         p,
                     )
                     hits = head.logits(features[test_rows]).argmax(-1) == target[test_rows]
-                    right += float((hits.float() * weights[test_rows]).sum())
+                    right += float((hits.float() * weights[test_rows] * scored[test_rows]).sum())
                 scores[p] = right
             # Ties go to the stronger penalty: the simpler head, closer to the prior.
             penalty = max(PENALTIES, key=lambda p: (scores[p], p))

@@ -62,13 +62,17 @@ class TrainConfig:
 
 @dataclass
 class TaskData:
-    """Examples of one task: training texts/labels and (optionally) a head to start from."""
+    """Examples of one task: training texts/labels and (optionally) a head to start from.
+
+    ``fresh``: how many of the examples, from the start, are of the current regime (the rest
+    are rehearsal of older data); None when they all are."""
 
     task: str
     num_labels: int
     texts: list[str]
     labels: list[int]
     head: dict[str, torch.Tensor] | None = None  # {"weight", "bias"}
+    fresh: int | None = None
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ async def job_data(settings: Settings, job: TrainJob) -> JobData:
                 get_task(task).num_labels,
                 [e.text for e in examples],
                 [e.label for e in examples],
+                fresh=len(fresh),
             )
         )
         holdouts[task] = ([e.text for e in held], [e.label for e in held])

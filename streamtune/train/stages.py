@@ -114,7 +114,7 @@ def fast_head_candidates(
         _, anchor_labels = ev.anchor(task)
         anchor = ev.anchor_features(task, current)
         old = head_of(current.blob)
-        new = fit_head(features, data.labels, data.num_labels, prior=old)
+        new = fit_head(features, data.labels, data.num_labels, prior=old, score_rows=data.fresh)
         new_hits, old_hits = (
             _hits(_labels(new, held), held_labels),
             _hits(_labels(old, held), held_labels),
@@ -148,7 +148,9 @@ def lora_candidates(
             lora_init = lora
     if warm_start:
         datasets = [
-            TaskData(d.task, d.num_labels, d.texts, d.labels, lora_tensors(live[d.task].blob)[1])
+            TaskData(
+                d.task, d.num_labels, d.texts, d.labels, lora_tensors(live[d.task].blob)[1], d.fresh
+            )
             for d in datasets
         ]
     result = train(
