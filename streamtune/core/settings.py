@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         description="examples' worth of prior pulling a source to its peers",
     )
     gate_anchor_size: int = Field(
-        600, ge=10, le=100_000, description="examples in each task's anchor set (at most 600)"
+        300, ge=10, le=100_000, description="examples in each task's anchor set (at most 600)"
     )
 
     # --- Streams worker -----------------------------------------------------------------

@@ -136,7 +136,7 @@ def fast_head_candidates(
 def lora_candidates(
     ev: Evaluator, job_id: str, datasets: list[TaskData], holdouts: Holdouts,
     live: dict[str, Live], rule: GateRule, *, spec: LoraSpec, config: TrainConfig,
-    warm_start: bool, on_progress: Callable[[Progress], None],
+    warm_start: bool, on_progress: Callable[[Progress], None], check: Callable[[], None],
 ) -> tuple[dict[str, float], list[Candidate]]:  # fmt: skip
     """Train LoRA + heads on all tasks of the job together; gate each task's adapter."""
     base = ev.base
@@ -169,18 +169,17 @@ def lora_candidates(
         )
         texts, labels = holdouts[task]
         anchor_texts, anchor_labels = ev.anchor(task)
+        check()  # evaluation takes seconds: drop a stale job before it
         new = base.predictor(blob, task=task, version="candidate")
+        predicted = [p.label for p in new.predict(texts + anchor_texts)]
+        new_hits = _hits(predicted[: len(texts)], labels)
+        anchor_new = _accuracy(_hits(predicted[len(texts) :], anchor_labels))
         old = ev.live_predictor(task, live[task])
-        hits = {}
-        for name, predictor in (("new", new), ("old", old)):
-            predicted = [p.label for p in predictor.predict(texts + anchor_texts)]
-            hits[name] = (
-                _hits(predicted[: len(texts)], labels),
-                _accuracy(_hits(predicted[len(texts) :], anchor_labels)),
-            )
-        decision = rule.decide(
-            hits["new"][0], hits["old"][0], anchor_new=hits["new"][1], anchor_live=hits["old"][1]
-        )
+        old_hits = _hits([p.label for p in old.predict(texts)], labels)
+        # The live model's anchor answers come from its cached anchor features.
+        anchor = ev.anchor_features(task, live[task])
+        anchor_old = _accuracy(_hits(_labels(head_of(live[task].blob), anchor), anchor_labels))
+        decision = rule.decide(new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old)
         version = job_id if len(datasets) == 1 else f"{job_id}.{task}"
         metrics = {**decision.figures, "train_examples": len(data.texts), **figures}
         out.append(Candidate(task, "lora", version, blob, data.num_labels, metrics, decision))

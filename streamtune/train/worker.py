@@ -371,7 +371,7 @@ class Trainer:
             return lora_candidates(
                 self.evaluator, job.job_id, data.datasets, data.holdouts, live, self._rule(),
                 spec=self._spec(), config=self._config(), warm_start=self.settings.train_warm_start,
-                on_progress=on_progress,
+                on_progress=on_progress, check=lambda: self._stale(job),
             )  # fmt: skip
         finally:
             if bar is not None:
