@@ -78,13 +78,24 @@ def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     return _Admin(**kwargs)
 
 
-async def require_topics(producer: AIOKafkaProducer, topics: list[str]) -> None:
+async def require_topics(
+    producer: AIOKafkaProducer, topics: list[str], principal: str | None = None
+) -> None:
     """Fail at once, naming the fix, when a topic is missing: a send would wait for it
-    until the request timeout and log "not found" on every retry."""
+    until the request timeout and log "not found" on every retry.
+
+    With ``principal`` (an authenticated client), a topic the broker hides may also be one
+    this principal is not authorised for: the broker lists only the topics it may see."""
     from streamtune.core.errors import ConfigError
 
     metadata = await producer.client.fetch_all_metadata()
     missing = sorted(set(topics) - set(metadata.topics()))
+    if missing and principal is not None:
+        raise ConfigError(
+            f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)}: not found or not "
+            f"authorised for User:{principal}; check the ACLs (`streamtune acls show`) or create "
+            "the topics (`streamtune topics create`, same STREAMTUNE_TOPIC_PREFIX)"
+        )
     if missing:
         raise ConfigError(
             f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} do"

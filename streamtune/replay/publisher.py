@@ -105,7 +105,10 @@ async def replay(
     producer = make_producer(settings)
     await producer.start()
     try:
-        await require_topics(producer, [interactions_topic, feedback_topic])
+        principal = (
+            settings.sasl_username if settings.security_protocol.startswith("SASL") else None
+        )
+        await require_topics(producer, [interactions_topic, feedback_topic], principal)
     except BaseException:
         await producer.stop()
         raise
