@@ -45,6 +45,7 @@ from models.gate import GateRule
 from models.loader import load_base, verify_adapter
 from models.signing import Keyring, Signer, load_keyring, load_signer
 from models.training import Progress, TrainConfig
+from schemas import limits
 from schemas.fields import now_ms
 from schemas.messages import SEED_VERSION, JobStatus, TrainJob
 from schemas.topics import TRAIN_JOBS, TRAIN_STATUS
@@ -404,7 +405,8 @@ class Trainer:
     ) -> None:  # fmt: skip
         status = JobStatus(
             job_id=job.job_id, tasks=job.tasks, state=state, attempt=attempt, progress=progress, message=message,
-            metrics=metrics or {}, adapter_versions=versions or {}, source=self.source, ts_ms=now_ms(),
+            metrics=dict(list((metrics or {}).items())[: limits.MAX_METRICS]),  # a job of many tasks
+            adapter_versions=versions or {}, source=self.source, ts_ms=now_ms(),
         )  # fmt: skip
         log.info("job %s %s: %s", job.job_id, state, message or "")
         self.metrics.jobs.labels(state=state).inc()
