@@ -7,7 +7,8 @@ The defaults work against the local broker that ``streamtune kafka start`` runs.
 'demo-interactions'
 >>> Settings(bootstrap_servers="", kafka_port=19092).bootstrap_servers  # unset: the local broker
 '127.0.0.1:19092'
->>> Settings(bootstrap_servers="", kafka_nodes=3).bootstrap_servers  # a local cluster
+>>> Settings(bootstrap_servers="", kafka_nodes=3, kafka_port=29092,
+...          kafka_controller_port=29192).bootstrap_servers  # a local cluster
 '127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094'
 >>> Settings(sasl_password="hunter2").sasl_password
 SecretStr('**********')
