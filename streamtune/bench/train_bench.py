@@ -29,7 +29,6 @@ from streamtune.core.settings import Settings
 from streamtune.train.config import lora_spec, train_config
 
 TASK = "tfns-sentiment"
-DATA = Path(__file__).resolve().parents[2] / "data" / "tfns"
 
 
 def _load(path: Path) -> tuple[list[str], list[int]]:

@@ -16,31 +16,32 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamtune.core.settings import Settings
 
 
-class _Producer(AIOKafkaProducer):
+class _ReleasedOnFailedStart:
+    """A client whose failed ``start()`` releases what it opened, so a refused connection
+    leaves no "Unclosed AIOKafkaProducer" behind."""
+
     async def start(self) -> None:
         try:
-            await super().start()
+            await super().start()  # type: ignore[misc]
         except BaseException:
-            await self.stop()
+            await self._release()
             raise
 
-
-class _Consumer(AIOKafkaConsumer):
-    async def start(self) -> None:
-        try:
-            await super().start()
-        except BaseException:
-            await self.stop()
-            raise
+    async def _release(self) -> None:
+        await self.stop()  # type: ignore[attr-defined]
 
 
-class _Admin(AIOKafkaAdminClient):
-    async def start(self) -> None:
-        try:
-            await super().start()
-        except BaseException:
-            await self.close()
-            raise
+class _Producer(_ReleasedOnFailedStart, AIOKafkaProducer):
+    pass
+
+
+class _Consumer(_ReleasedOnFailedStart, AIOKafkaConsumer):
+    pass
+
+
+class _Admin(_ReleasedOnFailedStart, AIOKafkaAdminClient):
+    async def _release(self) -> None:
+        await self.close()
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
