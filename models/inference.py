@@ -36,6 +36,11 @@ def quantize_int8(model: TextClassifier) -> TextClassifier:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def _placed(tensor: torch.Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` is on ``device`` ("cuda" means any CUDA device)."""
+    return tensor.device == device or (device.index is None and tensor.device.type == device.type)
+
+
 class Predictor:
     """A ready-to-serve model for one task and one adapter version.
 
@@ -57,9 +62,13 @@ class Predictor:
         model = model.eval()
         if precision == "int8" and device.type == "cpu":
             model = quantize_int8(model)
-        elif precision == "bf16":
+        elif precision == "bf16" and any(p.dtype != torch.bfloat16 for p in model.parameters()):
             model = model.to(dtype=torch.bfloat16)
-        self.model = model.to(device)
+        # A model built on the shared serving encoder is already in place: leave its shared
+        # (read-only, in use by live predictors) parameters alone.
+        if any(not _placed(p, device) for p in model.parameters()):
+            model = model.to(device)
+        self.model = model
         self.tokenizer = tokenizer
         self.task = task
         self.version = version

@@ -7,6 +7,7 @@ task, tensor names and shapes, finiteness. Only then is anything built.
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +15,14 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.artifact import sha256_hex, unpack
+from models.artifact import AdapterConfig, LoraSpec, sha256_hex, unpack
 from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
 from models.inference import Precision, Predictor
-from models.lora import build_serving_model, check_compatible
+from models.lora import adapter_shapes, build_serving_model, check_compatible, check_tensor_shapes
 from models.seed import REPO_DATA, seed_adapter
+from models.shared_build import build_shared_model
 from models.signing import Keyring
 from schemas.messages import AdapterManifest
 from schemas.tasks import get_task
@@ -40,8 +42,31 @@ class LoadedBase:
     data_dir: Path = REPO_DATA  # where the tasks' seed data lives
 
     def __post_init__(self) -> None:
-        # Building copies the encoder; one build at a time keeps memory bounded.
+        # Guards the lazily built members below, and the (rare) full builds, which copy the
+        # whole encoder: one at a time keeps memory bounded.
         self._lock = threading.Lock()
+        self._serving: PreTrainedModel | None = None
+        self._shapes: dict[tuple[LoraSpec, int], dict[str, tuple[int, ...]]] = {}
+
+    def serving_encoder(self) -> PreTrainedModel:
+        """The base encoder at serving precision on the serving device: one read-only copy that
+        every Predictor built here shares for the layers its adapter leaves alone."""
+        with self._lock:
+            if self._serving is None:
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+                serving = copy.deepcopy(self.encoder).to(device=self.device, dtype=dtype).eval()
+                for param in serving.parameters():
+                    param.requires_grad_(False)
+                self._serving = serving
+            return self._serving
+
+    def _check_shapes(self, tensors: dict[str, torch.Tensor], config: AdapterConfig) -> None:
+        key = (config.lora, config.num_labels)
+        with self._lock:
+            if key not in self._shapes:
+                self._shapes[key] = adapter_shapes(self.encoder, config.num_labels, config.lora)
+            expected = self._shapes[key]
+        check_tensor_shapes(expected, tensors)
 
     def seed(self, task: str) -> bytes:
         """The task's seed adapter (computed once, then cached on disk)."""
@@ -61,8 +86,12 @@ class LoadedBase:
             hidden_size=self.encoder.config.hidden_size,
             num_labels=get_task(task).num_labels,
         )
-        with self._lock:
-            model = build_serving_model(self.encoder, tensors, config)
+        if self.precision == "int8":  # quantisation copies the whole model anyway
+            with self._lock:
+                model = build_serving_model(self.encoder, tensors, config)
+        else:
+            self._check_shapes(tensors, config)
+            model = build_shared_model(self.encoder, self.serving_encoder(), tensors, config)
         predictor = Predictor(
             model,
             self.tokenizer,

@@ -97,15 +97,18 @@ def check_compatible(
         raise AdapterRejected("incompatible", "; ".join(problems))
 
 
-def build_serving_model(
-    encoder: PreTrainedModel, tensors: dict[str, torch.Tensor], config: AdapterConfig
-) -> TextClassifier:
-    """Apply an unpacked adapter to a copy of ``encoder`` and merge it. ``encoder`` is untouched.
+def adapter_shapes(
+    encoder: PreTrainedModel, num_labels: int, spec: LoraSpec
+) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes an adapter of ``spec`` must hold (PEFT is the authority)."""
+    model = new_peft_classifier(encoder, num_labels, spec)
+    return {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
 
-    Raises :class:`AdapterRejected` if the tensors do not match what the config describes.
-    """
-    model = new_peft_classifier(encoder, config.num_labels, config.lora)
-    expected = {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
+
+def check_tensor_shapes(
+    expected: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor]
+) -> None:
+    """Raise :class:`AdapterRejected` unless ``tensors`` has exactly the expected names and shapes."""
     given = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != given:
         missing = sorted(set(expected) - set(given))[:3]
@@ -116,6 +119,20 @@ def build_serving_model(
             f"adapter tensors do not fit the model: missing {missing}, unexpected {extra}, "
             f"wrong shape {[(n, given[n], expected[n]) for n in wrong]}",
         )
+
+
+def build_serving_model(
+    encoder: PreTrainedModel, tensors: dict[str, torch.Tensor], config: AdapterConfig
+) -> TextClassifier:
+    """Apply an unpacked adapter to a copy of ``encoder`` and merge it. ``encoder`` is untouched.
+
+    The reference build (PEFT's own merge, a private copy of every layer): serving uses
+    ``models.shared_build``, which shares the untouched layers and is checked against this.
+    Raises :class:`AdapterRejected` if the tensors do not match what the config describes.
+    """
+    model = new_peft_classifier(encoder, config.num_labels, config.lora)
+    expected = {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
+    check_tensor_shapes(expected, tensors)
     set_peft_model_state_dict(model, {k: v.to(torch.float32) for k, v in tensors.items()})
     merged: TextClassifier = model.merge_and_unload()  # type: ignore[assignment]
     merged.eval()

@@ -190,3 +190,49 @@ def test_length_bucketing_keeps_the_original_order(base, nonzero_adapter):
         assert a.label == b.label
         assert a.token_count == b.token_count
         assert max(abs(x - y) for x, y in zip(a.probs, b.probs, strict=True)) < 1e-4
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_shared_build_matches_peft_merge_and_shares_only_untouched_layers(
+    base, nonzero_adapter, precision
+):
+    """Serving builds share the base's untouched modules instead of copying the encoder;
+    their answers must equal PEFT's own merge (the reference) at the same precision."""
+    blob = nonzero_adapter[1]
+    tensors, config = unpack(blob)
+    loaded = LoadedBase(base.model_id, base.encoder, base.tokenizer, base.device, precision)
+    shared = loaded.predictor(blob, task="tfns-sentiment", version="shared")
+    reference = Predictor(
+        build_serving_model(base.encoder, tensors, config), base.tokenizer,
+        task="tfns-sentiment", version="ref", device=base.device, precision=precision,
+    )  # fmt: skip
+    texts = ["$AAPL beats on revenue", "Stocks slide as yields jump", "Fed holds rates"]
+    got = torch.tensor([p.probs for p in shared.predict(texts)])
+    want = torch.tensor([p.probs for p in reference.predict(texts)])
+    # fp32: the same sums in a different order; bf16: one rounding of the same fp32 merge.
+    assert torch.allclose(got, want, atol=1e-5 if precision == "fp32" else 2e-2)
+    seed = Predictor(
+        TextClassifier(base.encoder, 3).eval(), base.tokenizer, task="tfns-sentiment",
+        version="s", device=base.device,
+    )  # fmt: skip
+    assert (got - torch.tensor([p.probs for p in seed.predict(texts)])).abs().max() > 1e-3
+    # SPEC puts LoRA on query and value: those are private, everything else is shared.
+    serving = loaded.serving_encoder()
+    layer = shared.model.encoder.encoder.layer[0]
+    assert layer.attention.self.query is not serving.encoder.layer[0].attention.self.query
+    assert layer.attention.self.key is serving.encoder.layer[0].attention.self.key
+    assert shared.model.encoder.embeddings is serving.embeddings
+    expected_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert all(p.dtype == expected_dtype for p in shared.model.parameters())
+    # A second adapter built afterwards leaves the first one's answers alone.
+    loaded.predictor(blob, task="tfns-sentiment", version="again")
+    assert torch.equal(got, torch.tensor([p.probs for p in shared.predict(texts)]))
+
+
+def test_shared_build_rejects_non_finite_weights(base, nonzero_adapter):
+    tensors, config = unpack(nonzero_adapter[1])
+    name = next(n for n in tensors if n.endswith("lora_B.weight"))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    with pytest.raises(AdapterRejected) as caught:
+        base.predictor(pack(tensors, config), task="tfns-sentiment", version="nan")
+    assert caught.value.kind == "non_finite"
