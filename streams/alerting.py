@@ -17,7 +17,8 @@ at least ``min_baseline_events``. It is one surge until the CUSUM falls below ``
 after a crash repeats the same id. A new surge of the same entity and sentiment alerts
 again only ``cooldown_ms`` after the last alert. The alert also reports the window's
 binomial z-score against the baseline, ``(p - p0) / sqrt(p0 (1 - p0) / n)`` on the
-window's effective size ``n`` (Kish: ``(sum w)^2 / sum w^2``).
+window's effective size ``n`` (Kish: ``(sum w)^2 / sum w^2``). While a surge is active,
+the entity's baseline is frozen.
 
 State is bounded: an entity not seen for ``evict_after_ms`` of stream time is forgotten,
 and beyond ``max_entities`` the longest-quiet ones go first. Nothing here talks to Kafka.
@@ -59,7 +60,7 @@ class AlertConfig:
     baseline_events: int = 500
     min_baseline_events: int = 50
     min_events: int = 10
-    h_fire: float = 6.0
+    h_fire: float = 7.5
     h_clear: float = 1.0
     min_lift: float = 0.3
     cooldown_ms: int = 1_800_000
@@ -123,6 +124,7 @@ class EntityState:
     entity: str
     partition: int = 0
     pos: int = -1  # the last sightings offset applied: a replayed record is skipped
+    seen: int = 0  # sightings applied (the baseline skips those of a surge)
     last_ts: int = 0
     window: list[list[Any]] = field(default_factory=list)  # [label, weight, ts], oldest first
     base: dict[str, float] = field(default_factory=dict)  # label index -> decayed weight
@@ -174,6 +176,7 @@ class AlertBook:
             return []
         state.partition, state.pos = partition, offset
         self.counts["sightings"] += 1
+        state.seen += 1
         state.last_ts = max(state.last_ts, s.ts_ms)
         state.adapter_version = s.adapter_version
         self._slide(state, s.ts_ms)
@@ -251,14 +254,22 @@ class AlertBook:
         return state.last_ts if state else self.store.get(entity, {}).get("last_ts", 0)
 
     def _slide(self, state: EntityState, now_ms: int) -> None:
-        """Move sightings that leave the window (by count or by age) into the baseline."""
+        """Move sightings that leave the window (by count or by age) into the baseline.
+
+        While a surge is active the baseline is frozen: a surge's sightings are not the
+        entity's normal, and folding them in would make the other sentiments look low, so
+        that their return to normal after the surge would read as a surge of its own.
+        """
         cfg = self.config
         decay = 1.0 - 1.0 / cfg.baseline_events
         window = state.window
+        frozen = any(state.active.values())
         while window and (
             len(window) >= cfg.window_events or now_ms - window[0][2] > cfg.window_ms
         ):
             label, weight, _ = window.pop(0)
+            if frozen:
+                continue
             for key in state.base:
                 state.base[key] *= decay
             state.base[str(label)] = state.base.get(str(label), 0.0) + weight

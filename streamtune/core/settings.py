@@ -375,7 +375,7 @@ class Settings(BaseSettings):
         10, ge=1, description="minimum volume: sightings in the window before it can alert"
     )
     alert_cusum_h: float = Field(
-        6.0, gt=0, description="fire when an entity's CUSUM of a sentiment's share reaches this"
+        7.5, gt=0, description="fire when an entity's CUSUM of a sentiment's share reaches this"
     )
     alert_cusum_clear: float = Field(
         1.0, ge=0, description="hysteresis: a surge ends when its CUSUM falls below this"
