@@ -23,6 +23,7 @@ from schemas.topics import (
     TRAIN_JOBS,
     TRAIN_STATUS,
 )
+from streams.entities import EntityExtractor
 from streamtune.core.clients import make_admin, make_consumer
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
@@ -40,6 +41,7 @@ def new_state(settings: Settings) -> MonitorState:
         cbpe_block=settings.monitor_cbpe_block,
         bucket_s=settings.monitor_bucket_s,
         calibration_window=settings.monitor_calibration_window,
+        entities=EntityExtractor.from_csv(settings.alert_entities_file),
     )
 
 

@@ -37,7 +37,6 @@ realised accuracy sits beside it, and their mean absolute difference is reported
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +71,7 @@ from schemas.topics import (
     TRAIN_JOBS,
     TRAIN_STATUS,
 )
+from streams.entities import EntityExtractor
 
 #: Topics the monitor reads (every one but the adapters' chunks, which it skips by key).
 MONITORED = (
@@ -88,7 +88,6 @@ MONITORED = (
     DEAD_LETTER,
 )
 
-_CASHTAG = re.compile(r"\$[A-Za-z][A-Za-z.]{0,9}\b")
 _BINS = 10
 _SHRINK = 10.0  # pseudo-examples at the raw confidence in each calibration bin
 _MAX_POINTS = 100_000
@@ -235,7 +234,11 @@ class MonitorState:
         cbpe_block: int = 100,
         bucket_s: float = 1.0,
         calibration_window: int = 200,
+        entities: EntityExtractor | None = None,
     ) -> None:
+        # The worker's extractor (cashtags, the aliases file): the entity view names what
+        # the alerts name.
+        self.extractor = entities or EntityExtractor()
         self.window = window
         self.cbpe_block = cbpe_block
         self.bucket_ms = max(1, int(bucket_s * 1000))
@@ -255,7 +258,7 @@ class MonitorState:
         self.jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.alerts: list[dict[str, Any]] = []
         self.alert_kinds: Counter[str] = Counter()
-        self.entities_of: OrderedDict[str, str] = OrderedDict()
+        self.entities_of: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.entity_labels: dict[str, Counter[str]] = {}
         self.lag: dict[str, int] = {}
         self.lag_points: dict[str, list[Any]] = {"t": []}
@@ -320,12 +323,9 @@ class MonitorState:
 
     def _on_interaction(self, msg: Interaction, ts_ms: int) -> None:
         self._bucket(ts_ms)["interactions"] += 1
-        entity = msg.entity
-        if entity is None:
-            tag = _CASHTAG.search(msg.text)
-            entity = tag.group(0).upper() if tag else None
-        if entity is not None:
-            self.entities_of[msg.interaction_id] = entity
+        names = self.extractor.extract(msg.text, msg.entity)
+        if names:
+            self.entities_of[msg.interaction_id] = names
             if len(self.entities_of) > 50_000:
                 self.entities_of.popitem(last=False)
 
@@ -336,9 +336,10 @@ class MonitorState:
             bucket["latencies"].append(msg.latency_ms)
         view = self._task(msg.task)
         view.predictions += 1
-        entity = self.entities_of.get(msg.interaction_id)
-        if entity is not None:
+        names = self.entities_of.get(msg.interaction_id, ())
+        if names:
             label = get_task(msg.task).labels[msg.label]
+        for entity in names:
             self.entity_labels.setdefault(entity, Counter())[label] += 1
         if msg.interaction_id in view.answered:
             return  # answered again after a rebalance: the first answer is the prequential one

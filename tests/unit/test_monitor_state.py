@@ -6,7 +6,15 @@ import base64
 import json
 import random
 
-from schemas.messages import AdapterManifest, DriftEvent, Feedback, JobStatus, Prediction, TrainJob
+from schemas.messages import (
+    AdapterManifest,
+    DriftEvent,
+    Feedback,
+    Interaction,
+    JobStatus,
+    Prediction,
+    TrainJob,
+)
 from streamtune.monitor.report import write_report
 from streamtune.monitor.state import MonitorState
 from streamtune.monitor.status import describe
@@ -155,3 +163,21 @@ def test_report_writes_summary_plots_and_figure_json(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| tfns-sentiment | 600 | 600 |" in summary
     assert "v1 **promoted**" in summary
+
+
+def test_the_entity_view_names_what_the_alerts_name():
+    """The monitor uses the worker's extractor: cashtags and aliases, canonical names."""
+    from streams.entities import EntityExtractor
+
+    state = MonitorState(entities=EntityExtractor.from_rows([("RELIANCE", "RIL")]))
+    texts = ["RIL shares slump after results", "$brk.b and $AAPL rally", "no entity here"]
+    for i, text in enumerate(texts):
+        iid = f"i{i}"
+        state.add("interactions", iid.encode(), Interaction(
+            interaction_id=iid, task=TASK, text=text, ts_ms=T0 + i).to_bytes(), T0 + i)  # fmt: skip
+        state.add("predictions", iid.encode(), Prediction(
+            interaction_id=iid, task=TASK, label=0, probs=[0.8, 0.1, 0.1], adapter_version="v1",
+            model_id="m", latency_ms=1.0, ts_ms=T0 + i).to_bytes(), T0 + i)  # fmt: skip
+    entities = state.snapshot()["entities"]
+    assert set(entities) == {"RELIANCE", "BRK.B", "AAPL"}
+    assert all(v["n"] == 1 for v in entities.values())
