@@ -159,7 +159,7 @@ class TaskAgent:
             monitor = await self._monitor(state, partition)
             out.drift_events += self._observe(state, monitor, event, offset, now)
         elif isinstance(event, AdapterPublished):
-            adapter_published(state, event.version, event.job_id, event.created_ms)
+            adapter_published(state, event.version)
         elif isinstance(event, JobEnded):
             job_ended(state, event.job_id)
         elif not isinstance(event, TaskTick):  # a new kind must be handled here

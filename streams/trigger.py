@@ -98,7 +98,7 @@ def trigger(
         state.drift_mark = state.examples
 
 
-def adapter_published(state: TaskState, version: str, job_id: str | None, created_ms: int) -> None:
+def adapter_published(state: TaskState, version: str) -> None:
     """An adapter for the task was announced. A job may publish twice (its fast head, then
     its LoRA adapter), so only the job's end on ``train-status`` ends its flight."""
     state.adapter_version = version

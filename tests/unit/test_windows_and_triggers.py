@@ -81,10 +81,11 @@ def test_one_job_in_flight_and_a_drift_replaces_it():
     state = TaskState(TASK)
     fill(state, wcfg, 10)
     first = job_at(state, tcfg)
+    assert first is not None and state.in_flight["job_id"] == first.job_id
     fill(state, wcfg, 10, start=10)  # a window closes while the first job runs: it waits
     assert job_at(state, tcfg, NOW + 1) is None and state.pending == "window"
-    adapter_published(state, "v2", first.job_id, NOW + 2)  # a fast head: the job goes on
-    assert job_at(state, tcfg, NOW + 2) is None
+    adapter_published(state, "v2")  # a fast head: the job goes on
+    assert job_at(state, tcfg, NOW + 2) is None and state.in_flight["job_id"] == first.job_id
     fill(state, wcfg, 5, start=20)
     trigger(state, "drift", "tfns-sentiment:error_rate:25")
     # The regime starts at the window open when the drift fired (5 examples); the job waits
