@@ -101,7 +101,10 @@ def adapter_shapes(
     encoder: PreTrainedModel, num_labels: int, spec: LoraSpec
 ) -> dict[str, tuple[int, ...]]:
     """The tensor names and shapes an adapter of ``spec`` must hold (PEFT is the authority)."""
-    model = new_peft_classifier(encoder, num_labels, spec)
+    return _state_shapes(new_peft_classifier(encoder, num_labels, spec))
+
+
+def _state_shapes(model: PeftModel) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
 
 
@@ -131,8 +134,7 @@ def build_serving_model(
     Raises :class:`AdapterRejected` if the tensors do not match what the config describes.
     """
     model = new_peft_classifier(encoder, config.num_labels, config.lora)
-    expected = {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
-    check_tensor_shapes(expected, tensors)
+    check_tensor_shapes(_state_shapes(model), tensors)
     set_peft_model_state_dict(model, {k: v.to(torch.float32) for k, v in tensors.items()})
     merged: TextClassifier = model.merge_and_unload()  # type: ignore[assignment]
     merged.eval()

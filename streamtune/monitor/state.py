@@ -339,8 +339,8 @@ class MonitorState:
         names = self.entities_of.get(msg.interaction_id, ())
         if names:
             label = get_task(msg.task).labels[msg.label]
-        for entity in names:
-            self.entity_labels.setdefault(entity, Counter())[label] += 1
+            for entity in names:
+                self.entity_labels.setdefault(entity, Counter())[label] += 1
         if msg.interaction_id in view.answered:
             return  # answered again after a rebalance: the first answer is the prequential one
         _remember(view.answered, msg.interaction_id, True)
