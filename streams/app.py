@@ -43,6 +43,7 @@ from streams.alert_agent import AlertAgent
 from streams.batching import BatchingApp
 from streams.events import JOB_END_STATES, AdapterPublished, JobEnded, JoinTick
 from streams.join_agent import JoinAgent
+from streams.partition_guard import PartitionGuard
 from streams.task_agent import TaskAgent, tick_events
 from streams.topology import Topology, app_id, internal_topic_specs
 from streams.webhook import WebhookConfig, WebhookSink
@@ -209,7 +210,8 @@ def _register(app: BatchingApp, t: Topology) -> None:
 
     @app.task
     async def observe() -> None:
-        # /metrics and /healthz; liveness follows the group's lag on the joined inputs.
+        # /metrics and /healthz; liveness follows the group's lag on the joined inputs, and
+        # a partition left unfetched while the others flow is re-armed.
         async with observed(
             t.settings,
             metrics,
@@ -217,6 +219,9 @@ def _register(app: BatchingApp, t: Topology) -> None:
             port=t.settings.worker_metrics_port,
             group_id=app_id(t.settings),
             topics=[t.interactions, t.predictions, t.feedback],
+            on_stalls=PartitionGuard(
+                app.consumer, liveness, t.settings.worker_partition_stall_s, metrics
+            ),
         ):
             await asyncio.Event().wait()  # until the worker stops and cancels this task
 

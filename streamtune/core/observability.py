@@ -7,7 +7,9 @@ group's lag, and serves both with :func:`serve_http`.
 Liveness is about the failure Faust users meet most: a consumer that silently stops while
 its input keeps growing. A process is unhealthy when its group has lag and it has not
 processed a record for ``stall_after_s`` since the lag appeared; an idle process with
-nothing to read stays healthy.
+nothing to read stays healthy. It is also unhealthy when one input partition has lag and
+its committed offset has not moved for that long, even while the others flow
+(:class:`PartitionStalls`): a consumer that stops fetching one partition looks busy.
 
 >>> m = Metrics()
 >>> m.events.labels(outcome="answered").inc(3)
@@ -28,6 +30,9 @@ True
 >>> with live.busy(limit_s=600):     # a train job holds its record for minutes
 ...     live.observe_lag(1, now=400.0).healthy
 True
+>>> live.record(now=500.0)       # records flow, but one partition has not moved for 9 s
+>>> live.observe_lag(40, now=500.5, stalled=("feedback-1", 9.0)).reason
+'stalled: feedback-1 has lag and its committed offset has not moved for 9s'
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
@@ -117,6 +122,12 @@ class Metrics:
             "Seconds since this process last processed a record",
             registry=r,
         )
+        self.rearms = Counter(
+            "streamtune_partition_rearms",
+            "Input partitions whose stalled fetch was re-armed, by topic",
+            ["topic"],
+            registry=r,
+        )
         self._live: dict[str, str] = {}
 
     def set_live_adapter(self, task: str, version: str) -> None:
@@ -173,8 +184,17 @@ class Liveness:
     def seconds_since_last(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self._last
 
-    def observe_lag(self, lag: int | None, now: float | None = None) -> Health:
-        """Update the verdict from a fresh lag sample (None: the broker did not answer)."""
+    def observe_lag(
+        self,
+        lag: int | None,
+        now: float | None = None,
+        stalled: tuple[str, float] | None = None,
+    ) -> Health:
+        """Update the verdict from a fresh lag sample (None: the broker did not answer).
+
+        ``stalled`` is the input partition that has gone longest with lag and no committed
+        progress, and for how many seconds (see :class:`PartitionStalls`).
+        """
         now = time.monotonic() if now is None else now
         since = now - self._last
         if lag is None:
@@ -187,14 +207,18 @@ class Liveness:
         if self._lag_since is None:
             self._lag_since = now
         # Stalled: lag has waited, and nothing was processed, since the later of the two.
-        stalled = now - max(self._lag_since, self._last)
-        healthy = stalled <= self._limit
-        reason = (
-            "consuming"
-            if healthy
-            else f"stalled: lag {lag} and no record processed for {stalled:.0f}s"
-        )
-        self._health = Health(healthy, lag, since, max(0.0, stalled), reason)
+        idle = max(0.0, now - max(self._lag_since, self._last))
+        if idle > self._limit:
+            reason = f"stalled: lag {lag} and no record processed for {idle:.0f}s"
+            self._health = Health(False, lag, since, idle, reason)
+        elif stalled is not None and stalled[1] > self._limit:
+            name, seconds = stalled
+            reason = (
+                f"stalled: {name} has lag and its committed offset has not moved for {seconds:.0f}s"
+            )
+            self._health = Health(False, lag, since, seconds, reason)
+        else:
+            self._health = Health(True, lag, since, idle, "consuming")
         return self._health
 
     @property
@@ -229,7 +253,8 @@ class GroupLag:
             await self._consumer.stop()
             await self._admin.close()
 
-    async def per_partition(self) -> dict[TopicPartition, int]:
+    async def offsets(self) -> dict[TopicPartition, tuple[int, int]]:
+        """``(done, end)`` per input partition: the group's next offset, and the log end."""
         tps: list[TopicPartition] = []
         for topic in self.topics:
             tps += await topic_partitions(self._consumer, topic)
@@ -242,11 +267,50 @@ class GroupLag:
         for tp in tps:
             meta = committed.get(tp)
             done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
-            out[tp] = max(0, ends[tp] - max(done, starts[tp]))
+            out[tp] = (max(done, starts[tp]), ends[tp])
         return out
+
+    async def per_partition(self) -> dict[TopicPartition, int]:
+        return {tp: max(0, end - done) for tp, (done, end) in (await self.offsets()).items()}
 
     async def total(self) -> int:
         return sum((await self.per_partition()).values())
+
+
+class PartitionStalls:
+    """Seconds each input partition has had lag while its committed offset stood still.
+
+    >>> stalls = PartitionStalls()
+    >>> p0, p1 = TopicPartition("feedback", 0), TopicPartition("feedback", 1)
+    >>> stalls.update({p0: (10, 12), p1: (5, 9)}, now=100.0)
+    {}
+    >>> stalls.update({p0: (12, 15), p1: (5, 11)}, now=104.0)   # p0 moved, p1 did not
+    {TopicPartition(topic='feedback', partition=1): 4.0}
+    >>> stalls.update({p0: (15, 15), p1: (11, 11)}, now=106.0)  # both caught up
+    {}
+    """
+
+    def __init__(self) -> None:
+        self._since: dict[TopicPartition, tuple[int, float]] = {}
+
+    def update(
+        self, offsets: Mapping[TopicPartition, tuple[int, int]], now: float | None = None
+    ) -> dict[TopicPartition, float]:
+        now = time.monotonic() if now is None else now
+        out = {}
+        for tp, (done, end) in offsets.items():
+            seen = self._since.get(tp)
+            if done >= end or seen is None or seen[0] != done:
+                self._since[tp] = (done, now)
+                continue
+            out[tp] = now - seen[1]
+        return out
+
+
+#: Called with each sample's stalled partitions (seconds each) and every partition's offsets.
+OnStalls = Callable[
+    [Mapping[TopicPartition, float], Mapping[TopicPartition, tuple[int, int]]], Awaitable[None]
+]
 
 
 async def watch_lag(
@@ -255,16 +319,31 @@ async def watch_lag(
     metrics: Metrics,
     stop: asyncio.Event,
     interval_s: float = 2.0,
+    on_stalls: OnStalls | None = None,
 ) -> None:
-    """Sample ``lag`` every ``interval_s`` into the gauge and the liveness verdict."""
+    """Sample ``lag`` every ``interval_s`` into the gauge and the liveness verdict; hand the
+    partitions that stand still with lag to ``on_stalls``."""
+    stalls = PartitionStalls()
     while not stop.is_set():
+        stalled: dict[TopicPartition, float] = {}
         try:
-            value: int | None = await lag.total()
+            offsets = await lag.offsets()
+            value: int | None = sum(max(0, end - done) for done, end in offsets.values())
             metrics.lag.labels(group=lag.group_id).set(value or 0)
+            stalled = stalls.update(offsets)
         except Exception as exc:  # a broker hiccup must not take the process down
             log.debug("lag sample failed: %s", exc)
             value = None
-        health = liveness.observe_lag(value)
+        worst = max(stalled.items(), key=lambda item: item[1], default=None)
+        health = liveness.observe_lag(
+            value,
+            stalled=None if worst is None else (f"{worst[0].topic}-{worst[0].partition}", worst[1]),
+        )
+        if stalled and on_stalls is not None:
+            try:
+                await on_stalls(stalled, offsets)
+            except Exception as exc:  # repair is best effort; /healthz still tells
+                log.error("could not act on stalled partitions: %s", exc)
         if not health.healthy:
             log.warning("liveness: %s (group %s)", health.reason, lag.group_id)
         with contextlib.suppress(TimeoutError):
@@ -329,8 +408,10 @@ async def observed(
     port: int,
     group_id: str,
     topics: Iterable[str],
+    on_stalls: OnStalls | None = None,
 ) -> AsyncIterator[None]:
-    """While the block runs: serve ``/metrics`` and ``/healthz`` and sample the group's lag."""
+    """While the block runs: serve ``/metrics`` and ``/healthz`` and sample the group's lag
+    (``on_stalls``: see :func:`watch_lag`)."""
     stop = asyncio.Event()
     lag = GroupLag(settings, group_id, topics)
     watcher: asyncio.Task[None] | None = None
@@ -339,7 +420,7 @@ async def observed(
             try:
                 await lag.start()
                 watcher = asyncio.create_task(
-                    watch_lag(lag, liveness, metrics, stop, settings.health_interval_s)
+                    watch_lag(lag, liveness, metrics, stop, settings.health_interval_s, on_stalls)
                 )
             except Exception as exc:  # no lag, no liveness verdict; the stream goes on
                 log.error("cannot watch the lag of group %s: %s", group_id, exc)

@@ -230,6 +230,13 @@ class Settings(BaseSettings):
     worker_session_timeout_s: float = Field(
         30.0, ge=6, le=1800, description="consumer-group session timeout (broker minimum is 6 s)"
     )
+    worker_partition_stall_s: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="re-arm the fetch of an input partition whose committed offset stood "
+        "still this long with lag while the worker processed others (0: never)",
+    )
     worker_instance_id: str | None = Field(
         None, description="static group membership id: a restarted worker rejoins at once"
     )

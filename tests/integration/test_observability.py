@@ -4,7 +4,9 @@
 - serve's /healthz turns unhealthy when its processing is blocked while interactions wait,
   and healthy again once it is released;
 - the Faust worker's /metrics counts joined records and dead letters by code, and its
-  /healthz fails while its join agent is stuck with input waiting, then recovers.
+  /healthz fails while its join agent is stuck with input waiting, then recovers;
+- a worker whose consumer stops fetching one input partition (what a broker restart can
+  leave behind) re-arms it by itself, and the partition's backlog is consumed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from schemas import Feedback, Interaction
 from schemas.topics import FEEDBACK, INTERACTIONS
 from streams.topology import app_id
 from streamtune.core.clients import make_producer
+from streamtune.core.observability import GroupLag
 from streamtune.core.settings import Settings
 from tests.conftest import free_port
 from tests.examples import TS
@@ -192,10 +195,11 @@ def test_worker_metrics_count_dead_letters_and_healthz_fails_while_its_agent_is_
     dead = ("streamtune_dead_letters_total", (("code", "invalid_json"),))
     try:
         asyncio.run(feed("w", bad=True))
-        # The worker starts, joins its group, then counts.
-        got = wait_for(lambda: (m := metrics()).get(dead) and m)
+        # The worker starts, joins its group, then counts. The six records sit on several
+        # partitions, so the dead letter can be counted before the rest are joined.
+        joined = ("streamtune_events_total", (("outcome", "joined"),))
+        got = wait_for(lambda: (m := metrics()).get(dead) and m.get(joined, 0) >= 6 and m)
         assert got[dead] == 1
-        assert got[("streamtune_events_total", (("outcome", "joined"),))] >= 6
         assert got[("streamtune_batch_size_records_count", ())] >= 1
         wait_for(lambda: health()[0] == 200)
 
@@ -208,5 +212,85 @@ def test_worker_metrics_count_dead_letters_and_healthz_fails_while_its_agent_is_
 
         flag.unlink()  # unstuck: it consumes the backlog and is healthy again
         wait_for(lambda: health()[0] == 200, 60)
+    finally:
+        worker.stop()
+
+
+WEDGED_WORKER = """
+import asyncio, sys
+from pathlib import Path
+from faust.types import TP
+from streams import app as worker_app
+flag, topic = Path(sys.argv[1]), sys.argv[2]
+register = worker_app._register
+def wedged(app, t):
+    register(app, t)
+    @app.task
+    async def wedge():
+        while not flag.exists():
+            await asyncio.sleep(0.1)
+        # What a resume that never comes leaves behind: assigned, but no longer fetched.
+        app.consumer.pause_partitions([TP(topic, 1)])
+        print("wedged", flush=True)
+worker_app._register = wedged
+from streamtune.cli import main
+sys.exit(main(["worker"]))
+"""
+
+
+def test_worker_rearms_an_input_partition_its_consumer_stopped_fetching(topics, tmp_path):
+    port = free_port()
+    flag = tmp_path / "wedge"
+    feedback = topics.topic(FEEDBACK)
+    env = worker_env(
+        topics, worker_metrics_port=port, health_interval_s=0.5, worker_partition_stall_s=3
+    )
+    command = [sys.executable, "-c", WEDGED_WORKER, str(flag), feedback]
+    worker = WorkerProcess(env, tmp_path / "worker.log", command).start()
+
+    async def feed(prefix: str) -> None:
+        producer = make_producer(topics)
+        await producer.start()
+        try:
+            for i in range(30):
+                fb = Feedback(interaction_id=f"{prefix}-{i}", task=TASK, label=1, ts_ms=TS)
+                await producer.send(
+                    feedback, fb.to_bytes(), key=fb.interaction_id.encode(), partition=i % 3
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def offsets() -> dict[int, tuple[int, int]]:
+        lag = GroupLag(topics, app_id(topics), [feedback])
+        await lag.start()
+        try:
+            return {tp.partition: pair for tp, pair in (await lag.offsets()).items()}
+        finally:
+            await lag.stop()
+
+    def caught_up() -> bool:
+        return all(done == end > 0 for done, end in asyncio.run(offsets()).values())
+
+    def wait_for(check, timeout_s: float = 120.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout_s
+        while not (value := check()):
+            assert worker.alive(), worker.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"not met in {timeout_s:.0f}s"
+            time.sleep(0.5)
+        return value
+
+    rearms = ("streamtune_partition_rearms_total", (("topic", feedback),))
+    try:
+        asyncio.run(feed("before"))
+        wait_for(caught_up)
+        flag.touch()
+        wait_for(lambda: "wedged" in worker.log.read_text(), 30)
+        asyncio.run(feed("after"))
+        # Partitions 0 and 2 are consumed at once; partition 1 only once the guard re-arms it.
+        wait_for(caught_up, 90)
+        log = worker.log.read_text()
+        assert f"partition {feedback}-1: lag" in log and "re-arming its fetch" in log, log[-3000:]
+        assert samples(get(f"http://127.0.0.1:{port}/metrics")[1])[rearms] >= 1
     finally:
         worker.stop()
