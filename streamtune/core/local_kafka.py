@@ -281,7 +281,11 @@ class LocalKafka:
 
     def _cluster_id(self) -> str:
         """One id for every node of a cluster (written once beside the nodes' folders)."""
-        fresh = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # An id that starts with "-" reads as an option to the format tool; Kafka's own
+        # generator avoids those too.
+        fresh = "-"
+        while fresh.startswith("-"):
+            fresh = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if self.settings.kafka_nodes == 1:
             return fresh
         path = self.settings.broker_data_dir / "cluster.id"
