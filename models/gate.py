@@ -73,7 +73,7 @@ class GateDecision:
 
 @dataclass(frozen=True)
 class GateRule:
-    alpha: float = 0.05
+    alpha: float = 0.2
     min_improvement: float = 0.0
     anchor_tolerance: float = 0.2
 

@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         3_600_000, ge=60_000, description="longest job before eviction"
     )
     gate_alpha: float = Field(
-        0.05,
+        0.2,
         gt=0.0,
         le=1.0,
         description="significance the paired test (exact McNemar) on the holdout must reach "
