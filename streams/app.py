@@ -222,6 +222,7 @@ def _register(app: BatchingApp, t: Topology) -> None:
             on_stalls=PartitionGuard(
                 app.consumer, liveness, t.settings.worker_partition_stall_s, metrics
             ),
+            owned=app.consumer.assignment,
         ):
             await asyncio.Event().wait()  # until the worker stops and cancels this task
 

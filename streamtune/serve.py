@@ -172,6 +172,7 @@ class Server:
                 port=self.settings.serve_metrics_port,
                 group_id=self.settings.serve_group_id,
                 topics=[self.settings.topic(INTERACTIONS)],
+                owned=consumer.consumer.assignment,
             ):
                 await self._serve(consumer, producer, stop)
         finally:

@@ -311,6 +311,8 @@ class PartitionStalls:
 OnStalls = Callable[
     [Mapping[TopicPartition, float], Mapping[TopicPartition, tuple[int, int]]], Awaitable[None]
 ]
+#: The ``(topic, partition)`` pairs this process is assigned now (its consumer's assignment).
+Owned = Callable[[], Iterable[tuple[str, int]]]
 
 
 async def watch_lag(
@@ -320,9 +322,14 @@ async def watch_lag(
     stop: asyncio.Event,
     interval_s: float = 2.0,
     on_stalls: OnStalls | None = None,
+    owned: Owned | None = None,
 ) -> None:
     """Sample ``lag`` every ``interval_s`` into the gauge and the liveness verdict; hand the
-    partitions that stand still with lag to ``on_stalls``."""
+    partitions that stand still with lag to ``on_stalls``.
+
+    Only partitions in ``owned()`` count as this process's stalls: in a group of replicas,
+    a partition another replica holds is that replica's to report. Without ``owned``, no
+    single partition counts (the total lag still does)."""
     stalls = PartitionStalls()
     while not stop.is_set():
         stalled: dict[TopicPartition, float] = {}
@@ -330,7 +337,12 @@ async def watch_lag(
             offsets = await lag.offsets()
             value: int | None = sum(max(0, end - done) for done, end in offsets.values())
             metrics.lag.labels(group=lag.group_id).set(value or 0)
-            stalled = stalls.update(offsets)
+            mine = {(t, p) for t, p in owned()} if owned is not None else set()
+            stalled = {
+                tp: s
+                for tp, s in stalls.update(offsets).items()
+                if (tp.topic, tp.partition) in mine
+            }
         except Exception as exc:  # a broker hiccup must not take the process down
             log.debug("lag sample failed: %s", exc)
             value = None
@@ -409,9 +421,10 @@ async def observed(
     group_id: str,
     topics: Iterable[str],
     on_stalls: OnStalls | None = None,
+    owned: Owned | None = None,
 ) -> AsyncIterator[None]:
     """While the block runs: serve ``/metrics`` and ``/healthz`` and sample the group's lag
-    (``on_stalls``: see :func:`watch_lag`)."""
+    (``on_stalls`` and ``owned``: see :func:`watch_lag`)."""
     stop = asyncio.Event()
     lag = GroupLag(settings, group_id, topics)
     watcher: asyncio.Task[None] | None = None
@@ -420,7 +433,9 @@ async def observed(
             try:
                 await lag.start()
                 watcher = asyncio.create_task(
-                    watch_lag(lag, liveness, metrics, stop, settings.health_interval_s, on_stalls)
+                    watch_lag(
+                        lag, liveness, metrics, stop, settings.health_interval_s, on_stalls, owned
+                    )
                 )
             except Exception as exc:  # no lag, no liveness verdict; the stream goes on
                 log.error("cannot watch the lag of group %s: %s", group_id, exc)

@@ -159,6 +159,7 @@ class Trainer:
                 port=self.settings.train_metrics_port,
                 group_id=self.settings.train_group_id,
                 topics=[self.settings.topic(TRAIN_JOBS)],
+                owned=raw.assignment,
             ):
                 while not stop.is_set():
                     batch = await consumer.poll(max_records=1, timeout_ms=500)
