@@ -9,7 +9,8 @@ The guard acts on what the lag sampler sees (:func:`streamtune.core.observabilit
 a partition whose committed offset has stood still with lag for ``stall_s`` while the agents
 went on processing records. It puts the partition back among those Faust fetches and seeks
 it to its committed offset; records already processed come again, which the join ignores
-as duplicates. A worker whose agents are stuck altogether is left to ``/healthz``.
+as duplicates. A worker whose agents are stuck altogether is left to ``/healthz``. The
+sampler hands it only this worker's own partitions (``owned`` in ``watch_lag``).
 
 >>> guard = PartitionGuard(consumer=None, liveness=None, stall_s=15.0)
 >>> guard.due({TopicPartition("feedback", 1): 16.0, TopicPartition("feedback", 2): 3.0}, now=50.0)
@@ -76,11 +77,8 @@ class PartitionGuard:
         if self.liveness is not None and self.liveness.seconds_since_last() >= self.stall_s:
             return  # nothing processed anywhere: not one partition's fetch, /healthz tells
         now = time.monotonic()
-        assigned = self.consumer.assignment()
         for tp in self.due(stalled, now):
             ftp = TP(tp.topic, tp.partition)
-            if ftp not in assigned:
-                continue  # another worker's partition: its own guard sees to it
             done, end = offsets[tp]
             log.warning(
                 "partition %s-%d: lag %d and no committed progress for %.0fs while other "

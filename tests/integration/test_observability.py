@@ -53,6 +53,39 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+async def send_feedback(
+    settings: Settings, prefix: str, n: int, *, spread: bool = False, bad: bool = False
+) -> None:
+    """``n`` feedback records (``spread``: round-robin over partitions 0-2), then one that is
+    not JSON if ``bad``."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for i in range(n):
+            fb = Feedback(interaction_id=f"{prefix}-{i}", task=TASK, label=1, ts_ms=TS)
+            await producer.send(
+                settings.topic(FEEDBACK),
+                fb.to_bytes(),
+                key=fb.interaction_id.encode(),
+                partition=i % 3 if spread else None,
+            )
+        if bad:
+            await producer.send(settings.topic(FEEDBACK), b"[1, 2", key=b"bad")
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def wait_for(worker: WorkerProcess, check, timeout_s: float = 120.0, every_s: float = 0.2):  # type: ignore[no-untyped-def]
+    """``check()``'s first truthy value; fails if the worker dies or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert worker.alive(), worker.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"not met in {timeout_s:.0f}s"
+        time.sleep(every_s)
+    return value
+
+
 async def send_interactions(settings: Settings, n: int, prefix: str) -> None:
     producer = make_producer(settings)
     await producer.start()
@@ -154,21 +187,6 @@ def test_worker_metrics_count_dead_letters_and_healthz_fails_while_its_agent_is_
     command = [sys.executable, "-c", STUCK_WORKER, str(flag)]
     worker = WorkerProcess(env, tmp_path / "worker.log", command).start()
 
-    async def feed(prefix: str, bad: bool) -> None:
-        producer = make_producer(topics)
-        await producer.start()
-        try:
-            for i in range(5):
-                fb = Feedback(interaction_id=f"{prefix}-{i}", task=TASK, label=1, ts_ms=TS)
-                await producer.send(
-                    topics.topic(FEEDBACK), fb.to_bytes(), key=fb.interaction_id.encode()
-                )
-            if bad:
-                await producer.send(topics.topic(FEEDBACK), b"[1, 2", key=b"bad")
-            await producer.flush()
-        finally:
-            await producer.stop()
-
     def metrics() -> dict:
         try:
             status, text = get(f"http://127.0.0.1:{port}/metrics")
@@ -182,36 +200,26 @@ def test_worker_metrics_count_dead_letters_and_healthz_fails_while_its_agent_is_
         except OSError:
             return 0, ""
 
-    def wait_for(check, timeout_s: float = 120.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = check()
-            if value:
-                return value
-            assert worker.alive(), worker.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"not met in {timeout_s:.0f}s"
-            time.sleep(0.2)
-
     dead = ("streamtune_dead_letters_total", (("code", "invalid_json"),))
     try:
-        asyncio.run(feed("w", bad=True))
+        asyncio.run(send_feedback(topics, "w", 5, bad=True))
         # The worker starts, joins its group, then counts. The six records sit on several
         # partitions, so the dead letter can be counted before the rest are joined.
         joined = ("streamtune_events_total", (("outcome", "joined"),))
-        got = wait_for(lambda: (m := metrics()).get(dead) and m.get(joined, 0) >= 6 and m)
+        got = wait_for(worker, lambda: (m := metrics()).get(dead) and m.get(joined, 0) >= 6 and m)
         assert got[dead] == 1
         assert got[("streamtune_batch_size_records_count", ())] >= 1
-        wait_for(lambda: health()[0] == 200)
+        wait_for(worker, lambda: health()[0] == 200)
 
         flag.touch()  # the join agent stops consuming; the process and its loop live on
-        asyncio.run(feed("stuck", bad=False))
-        body = wait_for(lambda: (h := health())[0] == 503 and h, 60)[1]
+        asyncio.run(send_feedback(topics, "stuck", 5))
+        body = wait_for(worker, lambda: (h := health())[0] == 503 and h, 60)[1]
         assert "stalled" in body
         lag = samples(get(f"http://127.0.0.1:{port}/metrics")[1])
         assert lag[("streamtune_consumer_lag_records", (("group", app_id(topics)),))] > 0
 
         flag.unlink()  # unstuck: it consumes the backlog and is healthy again
-        wait_for(lambda: health()[0] == 200, 60)
+        wait_for(worker, lambda: health()[0] == 200, 60)
     finally:
         worker.stop()
 
@@ -248,19 +256,6 @@ def test_worker_rearms_an_input_partition_its_consumer_stopped_fetching(topics, 
     command = [sys.executable, "-c", WEDGED_WORKER, str(flag), feedback]
     worker = WorkerProcess(env, tmp_path / "worker.log", command).start()
 
-    async def feed(prefix: str) -> None:
-        producer = make_producer(topics)
-        await producer.start()
-        try:
-            for i in range(30):
-                fb = Feedback(interaction_id=f"{prefix}-{i}", task=TASK, label=1, ts_ms=TS)
-                await producer.send(
-                    feedback, fb.to_bytes(), key=fb.interaction_id.encode(), partition=i % 3
-                )
-            await producer.flush()
-        finally:
-            await producer.stop()
-
     async def offsets() -> dict[int, tuple[int, int]]:
         lag = GroupLag(topics, app_id(topics), [feedback])
         await lag.start()
@@ -272,23 +267,15 @@ def test_worker_rearms_an_input_partition_its_consumer_stopped_fetching(topics, 
     def caught_up() -> bool:
         return all(done == end > 0 for done, end in asyncio.run(offsets()).values())
 
-    def wait_for(check, timeout_s: float = 120.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout_s
-        while not (value := check()):
-            assert worker.alive(), worker.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"not met in {timeout_s:.0f}s"
-            time.sleep(0.5)
-        return value
-
     rearms = ("streamtune_partition_rearms_total", (("topic", feedback),))
     try:
-        asyncio.run(feed("before"))
-        wait_for(caught_up)
+        asyncio.run(send_feedback(topics, "before", 30, spread=True))
+        wait_for(worker, caught_up, every_s=0.5)
         flag.touch()
-        wait_for(lambda: "wedged" in worker.log.read_text(), 30)
-        asyncio.run(feed("after"))
+        wait_for(worker, lambda: "wedged" in worker.log.read_text(), 30)
+        asyncio.run(send_feedback(topics, "after", 30, spread=True))
         # Partitions 0 and 2 are consumed at once; partition 1 only once the guard re-arms it.
-        wait_for(caught_up, 90)
+        wait_for(worker, caught_up, 90, every_s=0.5)
         log = worker.log.read_text()
         assert f"partition {feedback}-1: lag" in log and "re-arming its fetch" in log, log[-3000:]
         assert samples(get(f"http://127.0.0.1:{port}/metrics")[1])[rearms] >= 1
