@@ -21,8 +21,9 @@ from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
 from models.inference import Precision, Predictor
 from models.lora import adapter_shapes, build_serving_model, check_compatible, check_tensor_shapes
+from models.packed_linear import packed_layers
 from models.seed import REPO_DATA, seed_adapter
-from models.shared_build import build_shared_model
+from models.shared_build import build_shared_model, clone_with
 from models.signing import Keyring
 from schemas.messages import AdapterManifest
 from schemas.tasks import get_task
@@ -40,6 +41,7 @@ class LoadedBase:
     precision: Precision
     cache_dir: Path | None = None  # where seed heads are cached
     data_dir: Path = REPO_DATA  # where the tasks' seed data lives
+    packed: bool = True  # lay the serving encoder's Linear weights out for oneDNN (CPU)
 
     def __post_init__(self) -> None:
         # Guards the lazily built members below, and the (rare) full builds, which copy the
@@ -57,6 +59,8 @@ class LoadedBase:
                 serving = copy.deepcopy(self.encoder).to(device=self.device, dtype=dtype).eval()
                 for param in serving.parameters():
                     param.requires_grad_(False)
+                if self.packed:
+                    serving = clone_with(serving, packed_layers(serving))
                 self._serving = serving
             return self._serving
 
@@ -149,4 +153,5 @@ def load_base(settings: Settings, precision: Precision | None = None) -> LoadedB
         precision or resolve_precision(settings, device),
         settings.cache_dir,
         settings.data_dir,
+        settings.serve_packed_weights,
     )

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 from models.artifact import AdapterConfig
 from models.classifier import TextClassifier
 from models.errors import AdapterRejected
+from models.packed_linear import like
 
 #: PEFT prefixes every key of a wrapped model's state dict with this.
 PEFT_PREFIX = "base_model.model."
@@ -125,7 +126,10 @@ def build_shared_model(
         merged = target.weight.float() + scale * (b.float() @ a.float())
         weight = _finite(path, merged).to(device=device, dtype=dtype)
         bias = None if target.bias is None else target.bias.to(device=device, dtype=dtype)
-        replacements[inner] = _linear(weight, bias)
+        # A packed serving encoder gets a packed layer (with the GELU it may have fused).
+        replacements[inner] = like(serving.get_submodule(inner), weight, bias) or _linear(
+            weight, bias
+        )
     model = TextClassifier.__new__(TextClassifier)
     nn.Module.__init__(model)
     model.encoder = clone_with(serving, replacements)  # type: ignore[assignment]

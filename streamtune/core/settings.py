@@ -113,10 +113,15 @@ class Settings(BaseSettings):
     # --- Serve (inference consumers) and adapters ---------------------------------------
     serve_group_id: str = Field("streamtune-serve", description="consumer group of serve replicas")
     serve_tasks: str = Field("", description="comma-separated tasks to serve; empty = all known")
-    serve_max_batch: int = Field(128, ge=1, le=4096, description="most interactions per batch")
+    serve_max_batch: int = Field(256, ge=1, le=4096, description="most interactions per batch")
     serve_max_wait_ms: int = Field(20, ge=0, le=10_000, description="longest wait to fill a batch")
     serve_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto", description="auto: bf16 where the CPU or GPU has native bf16, else fp32"
+    )
+    serve_packed_weights: bool = Field(
+        True,
+        description="CPU: lay Linear weights out once for oneDNN and fuse GELU (about 15% "
+        "faster); off uses PyTorch's default kernels",
     )
     adapter_inline_max_bytes: int = Field(
         512 * 1024, ge=1024, le=2 * 1024 * 1024, description="larger adapters travel in chunks"

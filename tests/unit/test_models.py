@@ -229,6 +229,34 @@ def test_shared_build_matches_peft_merge_and_shares_only_untouched_layers(
     assert torch.equal(got, torch.tensor([p.probs for p in shared.predict(texts)]))
 
 
+def test_packed_serving_layers_answer_like_plain_ones(base, nonzero_adapter):
+    """On the CPU the serving encoder's Linear layers are packed for oneDNN, with BERT's GELU
+    fused into the layer before it, and an adapter's private layers are packed the same way;
+    the answers equal the unpacked model's."""
+    from models.packed_linear import PackedLinear, packing_supported
+
+    if not packing_supported(torch.float32):
+        pytest.skip("this torch build has no packed oneDNN Linear layers")
+    blob = nonzero_adapter[1]
+    packed = LoadedBase(base.model_id, base.encoder, base.tokenizer, base.device, "fp32")
+    plain = LoadedBase(
+        base.model_id, base.encoder, base.tokenizer, base.device, "fp32", packed=False
+    )
+    fast = packed.predictor(blob, task="tfns-sentiment", version="packed")
+    slow = plain.predictor(blob, task="tfns-sentiment", version="plain")
+    layer = fast.model.encoder.encoder.layer[0]
+    assert isinstance(layer.attention.self.query, PackedLinear)  # the adapter's private copy
+    assert isinstance(layer.attention.self.key, PackedLinear)  # shared with the base
+    assert layer.intermediate.dense.activation == "gelu"
+    assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
+    assert type(slow.model.encoder.encoder.layer[0].attention.self.key) is torch.nn.Linear
+    texts = ["$AAPL beats on revenue", "Stocks slide as yields jump", "Fed holds rates", "ok"]
+    got = torch.tensor([p.probs for p in fast.predict(texts)])
+    want = torch.tensor([p.probs for p in slow.predict(texts)])
+    assert torch.allclose(got, want, atol=1e-5)  # the same fp32 sums, in another order
+    assert fast.embed(texts).shape == (4, 384)
+
+
 def test_shared_build_rejects_non_finite_weights(base, nonzero_adapter):
     tensors, config = unpack(nonzero_adapter[1])
     name = next(n for n in tensors if n.endswith("lora_B.weight"))
