@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from models.errors import AdapterRejected
+from models.errors import AdapterRejected, require_finite
 
 FORMAT = "streamtune-adapter/1"
 #: Largest adapter accepted from the wire (LoRA adapters are usually well under 10 MB).
@@ -145,6 +145,5 @@ def unpack(blob: bytes) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
     except Exception as exc:  # safetensors raises its own error types
         raise AdapterRejected("malformed", f"not a streamtune safetensors adapter: {exc}") from None
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise AdapterRejected("non_finite", f"tensor {name} holds NaN or infinity")
+        require_finite(f"tensor {name}", tensor)
     return tensors, config

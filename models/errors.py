@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from streamtune.core.errors import StreamtuneError
 
 
@@ -17,3 +19,16 @@ class AdapterRejected(StreamtuneError, ValueError):
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
+
+
+def require_finite(what: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or :class:`AdapterRejected` (``non_finite``) if it holds NaN or infinity.
+
+    >>> require_finite("tensor w", torch.tensor([float("nan")]))
+    Traceback (most recent call last):
+    ...
+    models.errors.AdapterRejected: non_finite: tensor w holds NaN or infinity
+    """
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise AdapterRejected("non_finite", f"{what} holds NaN or infinity")
+    return tensor

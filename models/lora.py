@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from models.artifact import AdapterConfig, LoraSpec, pack
 from models.classifier import TextClassifier
-from models.errors import AdapterRejected
+from models.errors import AdapterRejected, require_finite
 
 
 def lora_config(spec: LoraSpec, modules_to_save: list[str] | None = None) -> LoraConfig:
@@ -139,6 +139,5 @@ def build_serving_model(
     merged: TextClassifier = model.merge_and_unload()  # type: ignore[assignment]
     merged.eval()
     for name, param in merged.named_parameters():
-        if not torch.isfinite(param).all():
-            raise AdapterRejected("non_finite", f"merged weight {name} holds NaN or infinity")
+        require_finite(f"merged weight {name}", param)
     return merged

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from models.artifact import AdapterConfig
 from models.classifier import TextClassifier
-from models.errors import AdapterRejected
+from models.errors import AdapterRejected, require_finite
 from models.packed_linear import like
 
 #: PEFT prefixes every key of a wrapped model's state dict with this.
@@ -92,12 +92,6 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return layer
 
 
-def _finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    if not torch.isfinite(tensor).all():
-        raise AdapterRejected("non_finite", f"merged weight {name} holds NaN or infinity")
-    return tensor
-
-
 @torch.no_grad()
 def build_shared_model(
     base: PreTrainedModel,
@@ -124,7 +118,7 @@ def build_shared_model(
         if not isinstance(target, nn.Linear):
             raise AdapterRejected("incompatible", f"LoRA target {path!r} is not a Linear layer")
         merged = target.weight.float() + scale * (b.float() @ a.float())
-        weight = _finite(path, merged).to(device=device, dtype=dtype)
+        weight = require_finite(f"merged weight {path}", merged).to(device=device, dtype=dtype)
         bias = None if target.bias is None else target.bias.to(device=device, dtype=dtype)
         # A packed serving encoder gets a packed layer (with the GELU it may have fused).
         replacements[inner] = like(serving.get_submodule(inner), weight, bias) or _linear(
@@ -134,8 +128,10 @@ def build_shared_model(
     nn.Module.__init__(model)
     model.encoder = clone_with(serving, replacements)  # type: ignore[assignment]
     model.dropout = nn.Dropout(0.0)
-    head_w = _finite("head.weight", tensors[PEFT_PREFIX + "head.weight"].float())
-    head_b = _finite("head.bias", tensors[PEFT_PREFIX + "head.bias"].float())
+    head_w = require_finite(
+        "merged weight head.weight", tensors[PEFT_PREFIX + "head.weight"].float()
+    )
+    head_b = require_finite("merged weight head.bias", tensors[PEFT_PREFIX + "head.bias"].float())
     model.head = _linear(
         head_w.to(device=device, dtype=dtype), head_b.to(device=device, dtype=dtype)
     )

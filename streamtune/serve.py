@@ -39,8 +39,8 @@ from models.loader import load_base, load_verified
 from models.signing import Keyring, load_keyring
 from schemas.fields import now_ms
 from schemas.messages import SEED_VERSION, Interaction, Prediction
-from schemas.topics import INTERACTIONS, PREDICTIONS
-from streamtune.core.clients import make_producer
+from schemas.topics import INTERACTIONS, MODEL_UPDATES, PREDICTIONS
+from streamtune.core.clients import login_name, make_producer, require_topics
 from streamtune.core.errors import StreamtuneError
 from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings
@@ -130,16 +130,29 @@ class Server:
 
     async def run(self, stop: asyncio.Event) -> ServeStats:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._build, self._load_models)
         self.keyring: Keyring = load_keyring(self.settings)
         if not self.keyring.keys:
             log.warning(
                 "no trusted adapter keys: every adapter will be rejected (see `streamtune keys`)"
             )
+        # The broker and the topics first: a wrong address or a missing topic fails in a
+        # second, not after the model has loaded.
         producer = self._producer = make_producer(self.settings)
         await producer.start()
         follower = UpdatesFollower(self.settings, self.tasks)
-        await follower.start()
+        try:
+            needed = (INTERACTIONS, PREDICTIONS, MODEL_UPDATES)
+            await require_topics(
+                producer, [self.settings.topic(t) for t in needed], login_name(self.settings)
+            )
+            await follower.start()
+            await loop.run_in_executor(self._build, self._load_models)
+        except BaseException:
+            await follower.stop()
+            await producer.stop()
+            self._infer.shutdown(wait=False)
+            self._build.shutdown(wait=False)
+            raise
         consumer: ValidatingConsumer[Interaction] | None = None
         follow_task = None
         try:

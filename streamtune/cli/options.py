@@ -41,6 +41,30 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def require_broker(settings: Settings, topics: tuple[str, ...] = ()) -> None:
+    """Fail at once when no broker answers, or one of ``topics`` (names before the prefix) is
+    missing: before a service imports torch and loads its model, or Faust retries for ever.
+    The error is the usual one line (``streamtune.cli.errors``)."""
+    from streamtune.core.clients import login_name, make_producer, require_topics
+
+    async def check() -> None:
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            names = [settings.topic(t) for t in topics]
+            await require_topics(producer, names, login_name(settings))
+        finally:
+            await producer.stop()
+
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its "Unable connect" line would repeat ours
+    try:
+        asyncio.run(check())
+    finally:
+        quiet.setLevel(level)
+
+
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     """``--bootstrap-servers`` and ``--topic-prefix``, for every command that talks to Kafka."""
     parser.add_argument(

@@ -8,13 +8,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from streamtune.cli.options import add_connection_options, run_service, settings_from_args
+from streamtune.cli.options import (
+    add_connection_options,
+    require_broker,
+    run_service,
+    settings_from_args,
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from streamtune.serve import Server
+    from schemas.topics import INTERACTIONS, MODEL_UPDATES, PREDICTIONS
 
-    server = Server(settings_from_args(args))
+    settings = settings_from_args(args)
+    require_broker(settings, (INTERACTIONS, PREDICTIONS, MODEL_UPDATES))
+    from streamtune.serve import Server  # torch and the model: seconds
+
+    server = Server(settings)
     return run_service(
         server,
         lambda: (

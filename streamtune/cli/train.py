@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamtune.cli.options import add_connection_options, run_service, settings_from_args
+from streamtune.cli.options import (
+    add_connection_options,
+    require_broker,
+    run_service,
+    settings_from_args,
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from streamtune.train.worker import Trainer
+    settings = settings_from_args(args)
+    require_broker(settings)
+    from streamtune.train.worker import Trainer  # torch and the model: seconds
 
     return run_service(
-        Trainer(settings_from_args(args)),
+        Trainer(settings),
         lambda: (
             "training: waiting for train jobs (Ctrl-C or SIGTERM stops; a job in progress reruns later)"
         ),

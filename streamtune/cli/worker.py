@@ -10,7 +10,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from streamtune.cli.options import add_connection_options, settings_from_args
+from streamtune.cli.options import add_connection_options, require_broker, settings_from_args
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -22,6 +22,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0
     import logging
 
+    require_broker(settings)  # Faust would log a traceback, or retry for ever
     from streams.app import create_app, run_worker
 
     logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # a service: the app sets its level

@@ -79,6 +79,12 @@ def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     return _Admin(**kwargs)
 
 
+def login_name(settings: Settings) -> str | None:
+    """The SASL user this client logs in as, or None without authentication: what
+    :func:`require_topics` names when a topic may be hidden by the ACLs."""
+    return settings.sasl_username if settings.security_protocol.startswith("SASL") else None
+
+
 async def require_topics(
     producer: AIOKafkaProducer, topics: list[str], principal: str | None = None
 ) -> None:

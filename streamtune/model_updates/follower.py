@@ -110,6 +110,7 @@ class UpdatesFollower:
         await self.consumer.start()
         self.partitions = await topic_partitions(self.consumer, self.topic)
         if not self.partitions:
+            await self.consumer.stop()
             raise StreamtuneError(
                 f"topic {self.topic} does not exist; run `streamtune topics create`"
             )

@@ -21,7 +21,7 @@ from schemas.fields import now_ms
 from schemas.messages import Feedback, Interaction
 from schemas.tasks import get_task
 from schemas.topics import FEEDBACK, INTERACTIONS
-from streamtune.core.clients import make_producer, require_topics
+from streamtune.core.clients import login_name, make_producer, require_topics
 from streamtune.core.errors import ConfigError, DeliveryError
 from streamtune.core.settings import Settings
 from streamtune.replay.rows import BadRow, ReplayRow
@@ -105,10 +105,7 @@ async def replay(
     producer = make_producer(settings)
     await producer.start()
     try:
-        principal = (
-            settings.sasl_username if settings.security_protocol.startswith("SASL") else None
-        )
-        await require_topics(producer, [interactions_topic, feedback_topic], principal)
+        await require_topics(producer, [interactions_topic, feedback_topic], login_name(settings))
     except BaseException:
         await producer.stop()
         raise

