@@ -18,7 +18,7 @@ import torch
 
 from models.artifact import LoraSpec
 from models.gate import GateDecision, GateRule
-from models.head_fit import Head, fit_head, head_of, with_head
+from models.head_fit import Head, fit_head, head_of, out_of_fold_labels, with_head
 from models.inference import Predictor
 from models.loader import LoadedBase
 from models.seed import anchor_examples
@@ -119,12 +119,22 @@ def fast_head_candidates(
             _hits(_labels(new, held), held_labels),
             _hits(_labels(old, held), held_labels),
         )
+        # More paired evidence than the holdout's few dozen: cross-fitted answers on the
+        # current regime's own examples, against the live head's on the same examples.
+        fresh = len(data.labels) if data.fresh is None else data.fresh
+        crossed = out_of_fold_labels(
+            features, data.labels, data.num_labels, penalty=new.penalty, rows=fresh, prior=old
+        )
+        if crossed is not None:
+            new_hits += _hits(crossed, data.labels[:fresh])
+            old_hits += _hits(_labels(old, features[:fresh]), data.labels[:fresh])
         anchor_new = _accuracy(_hits(_labels(new, anchor), anchor_labels))
         anchor_old = _accuracy(_hits(_labels(old, anchor), anchor_labels))
         decision = rule.decide(new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old)
         metrics = {
             **decision.figures,
             "head_penalty": new.penalty,
+            "cross_fitted_examples": 0 if crossed is None else len(crossed),
             "train_examples": len(data.texts),
         }
         out.append(
