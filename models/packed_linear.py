@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -51,6 +52,17 @@ class PackedLinear(nn.Module):
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, TOKENS_HINT)
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> PackedLinear:
+        # ``.to()``, ``.float()`` and the like convert the parameters: lay them out anew, so
+        # the packed copy never disagrees with them.
+        out = super()._apply(fn, recurse)
+        if self.weight.device.type != "cpu":
+            raise TypeError("a packed Linear layer runs on the CPU only; build the model unpacked")
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, TOKENS_HINT)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # "none" as the algorithm of the gelu post-op is the exact (erf) GELU BERT uses.

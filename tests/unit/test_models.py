@@ -245,6 +245,21 @@ def test_packed_serving_layers_answer_like_plain_ones(base, nonzero_adapter):
     assert fast.embed(texts).shape == (4, 384)
 
 
+def test_a_packed_layer_converted_to_another_dtype_is_laid_out_anew():
+    from models.packed_linear import packed_linear, packing_supported
+
+    if not (packing_supported(torch.float32) and packing_supported(torch.bfloat16)):
+        pytest.skip("this CPU or torch build has no packed oneDNN bf16 Linear layers")
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    packed = packed_linear(layer.weight, layer.bias).to(torch.bfloat16)
+    with torch.inference_mode():
+        got = packed(x.to(torch.bfloat16)).float()
+        want = layer(x)
+    assert packed.weight.dtype == torch.bfloat16
+    assert torch.allclose(got, want, atol=5e-2), (got - want).abs().max()
+
+
 def test_shared_build_rejects_non_finite_weights(base, nonzero_adapter):
     tensors, config = unpack(nonzero_adapter[1])
     name = next(n for n in tensors if n.endswith("lora_B.weight"))
