@@ -84,6 +84,39 @@ def _fold_of(n: int, folds: int, seed: int) -> torch.Tensor:
     return fold_of
 
 
+def _fit_data(
+    features: torch.Tensor, labels: list[int], sample_weights: list[float] | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features, target, weights) ready for :func:`_fit`."""
+    # A copy made outside inference mode: features from a Predictor may be inference tensors,
+    # which autograd refuses to save.
+    with torch.inference_mode(False):
+        features = features.float().clone()
+    target = torch.tensor(labels, dtype=torch.long)
+    weights = torch.tensor(sample_weights or [1.0] * len(labels), dtype=torch.float32)
+    return features, target, weights
+
+
+def _cross_fitted(
+    features: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    fold_of: torch.Tensor,
+    num_labels: int,
+    prior: Head | None,
+    penalty: float,
+) -> torch.Tensor:
+    """Each row's label as predicted by a head fitted on the other folds."""
+    predicted = torch.empty(len(target), dtype=torch.long)
+    for k in range(int(fold_of.max()) + 1):
+        fit_rows, test_rows = fold_of != k, fold_of == k
+        head = _fit(
+            features[fit_rows], target[fit_rows], weights[fit_rows], num_labels, prior, penalty
+        )
+        predicted[test_rows] = head.logits(features[test_rows]).argmax(-1)
+    return predicted
+
+
 def fit_head(
     features: torch.Tensor,
     labels: list[int],
@@ -99,12 +132,7 @@ def fit_head(
 
     With ``score_rows``, only the first that many rows (the new regime's) are scored in the
     cross-validation; the rest (rehearsal) always help fit, never choose."""
-    # A copy made outside inference mode: features from a Predictor may be inference tensors,
-    # which autograd refuses to save.
-    with torch.inference_mode(False):
-        features = features.float().clone()
-    target = torch.tensor(labels, dtype=torch.long)
-    weights = torch.tensor(sample_weights or [1.0] * len(labels), dtype=torch.float32)
+    features, target, weights = _fit_data(features, labels, sample_weights)
     with torch.enable_grad():
         penalty = PENALTIES[1]
         if len(labels) >= 5 * folds:
@@ -113,20 +141,9 @@ def fit_head(
             fold_of = _fold_of(len(labels), folds, seed)
             scores = {}
             for p in PENALTIES:
-                right = 0.0
-                for k in range(folds):
-                    fit_rows, test_rows = fold_of != k, fold_of == k
-                    head = _fit(
-                        features[fit_rows],
-                        target[fit_rows],
-                        weights[fit_rows],
-                        num_labels,
-                        prior,
-                        p,
-                    )
-                    hits = head.logits(features[test_rows]).argmax(-1) == target[test_rows]
-                    right += float((hits.float() * weights[test_rows] * scored[test_rows]).sum())
-                scores[p] = right
+                predicted = _cross_fitted(features, target, weights, fold_of, num_labels, prior, p)
+                hits = (predicted == target).float()
+                scores[p] = float((hits * weights * scored).sum())
             # Ties go to the stronger penalty: the simpler head, closer to the prior.
             penalty = max(PENALTIES, key=lambda p: (scores[p], p))
         return _fit(features, target, weights, num_labels, prior, penalty)
@@ -161,19 +178,10 @@ def out_of_fold_labels(
     """
     if rows < 5 * folds:
         return None
-    with torch.inference_mode(False):
-        features = features.float().clone()
-    target = torch.tensor(labels, dtype=torch.long)
-    weights = torch.tensor(sample_weights or [1.0] * len(labels), dtype=torch.float32)
+    features, target, weights = _fit_data(features, labels, sample_weights)
     fold_of = _fold_of(len(labels), folds, seed)
-    predicted = torch.empty(len(labels), dtype=torch.long)
     with torch.enable_grad():
-        for k in range(folds):
-            fit_rows, test_rows = fold_of != k, fold_of == k
-            head = _fit(
-                features[fit_rows], target[fit_rows], weights[fit_rows], num_labels, prior, penalty
-            )
-            predicted[test_rows] = head.logits(features[test_rows]).argmax(-1)
+        predicted = _cross_fitted(features, target, weights, fold_of, num_labels, prior, penalty)
     return predicted[:rows].tolist()
 
 

@@ -13,7 +13,7 @@ model stays exactly what it was.
 
 >>> layer, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
 >>> def agrees() -> bool:
-...     packed = packed_linear(layer.weight, layer.bias)
+...     packed = PackedLinear(layer.weight, layer.bias)
 ...     return bool(torch.allclose(packed(x), layer(x), atol=1e-5))
 >>> agrees() if packing_supported(torch.float32) else True  # a build without oneDNN: skipped
 True
@@ -79,13 +79,6 @@ class PackedLinear(nn.Module):
         )
 
 
-def packed_linear(
-    weight: torch.Tensor, bias: torch.Tensor | None, activation: Activation = "none"
-) -> PackedLinear:
-    """A :class:`PackedLinear` holding exactly these tensors."""
-    return PackedLinear(weight, bias, activation)
-
-
 @functools.cache
 def packing_supported(dtype: torch.dtype) -> bool:
     """Whether packed layers exist here for CPU tensors of ``dtype`` and agree with ``F.linear``
@@ -101,8 +94,8 @@ def packing_supported(dtype: torch.dtype) -> bool:
         x = torch.randn(3, 5, 16, generator=generator).to(dtype)
         with torch.inference_mode():
             want = nn.functional.linear(x, weight, bias).float()
-            plain = packed_linear(weight, bias)(x).float()
-            fused = packed_linear(weight, bias, "gelu")(x).float()
+            plain = PackedLinear(weight, bias)(x).float()
+            fused = PackedLinear(weight, bias, "gelu")(x).float()
         tolerance = 1e-4 if dtype == torch.float32 else 5e-2
         agree = torch.allclose(plain, want, rtol=tolerance, atol=tolerance) and torch.allclose(
             fused, nn.functional.gelu(want), rtol=tolerance, atol=tolerance
@@ -142,11 +135,11 @@ def packed_layers(model: nn.Module) -> dict[str, nn.Module]:
         dense = getattr(module, "dense", None)
         if isinstance(dense, nn.Linear) and _is_exact_gelu(act):
             prefix = f"{path}." if path else ""
-            replacements[prefix + "dense"] = packed_linear(dense.weight, dense.bias, "gelu")
+            replacements[prefix + "dense"] = PackedLinear(dense.weight, dense.bias, "gelu")
             replacements[prefix + "intermediate_act_fn"] = nn.Identity()
     for path, module in model.named_modules():
         if isinstance(module, nn.Linear) and path not in replacements:
-            replacements[path] = packed_linear(module.weight, module.bias)
+            replacements[path] = PackedLinear(module.weight, module.bias)
     return replacements
 
 
@@ -157,5 +150,5 @@ def like(existing: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -
     GELU that packing moved into the layer.
     """
     if isinstance(existing, PackedLinear):
-        return packed_linear(weight, bias, existing.activation)
+        return PackedLinear(weight, bias, existing.activation)
     return None

@@ -35,6 +35,9 @@ DEAD_LETTER = "dead-letter"
 #: Topics joined on interaction_id: they must have the same partition count.
 CO_PARTITIONED = (INTERACTIONS, FEEDBACK, PREDICTIONS, LABELLED)
 
+#: Topics a serve replica reads or writes: it checks they exist before it loads a model.
+SERVE_TOPICS = (INTERACTIONS, PREDICTIONS, MODEL_UPDATES)
+
 DEFAULT_STREAM_PARTITIONS = 3
 
 

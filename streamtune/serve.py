@@ -39,7 +39,7 @@ from models.loader import load_base, load_verified
 from models.signing import Keyring, load_keyring
 from schemas.fields import now_ms
 from schemas.messages import SEED_VERSION, Interaction, Prediction
-from schemas.topics import INTERACTIONS, MODEL_UPDATES, PREDICTIONS
+from schemas.topics import INTERACTIONS, PREDICTIONS, SERVE_TOPICS
 from streamtune.core.clients import login_name, make_producer, require_topics
 from streamtune.core.errors import StreamtuneError
 from streamtune.core.observability import Liveness, Metrics, observed
@@ -141,9 +141,8 @@ class Server:
         await producer.start()
         follower = UpdatesFollower(self.settings, self.tasks)
         try:
-            needed = (INTERACTIONS, PREDICTIONS, MODEL_UPDATES)
             await require_topics(
-                producer, [self.settings.topic(t) for t in needed], login_name(self.settings)
+                producer, [self.settings.topic(t) for t in SERVE_TOPICS], login_name(self.settings)
             )
             await follower.start()
             await loop.run_in_executor(self._build, self._load_models)

@@ -29,7 +29,7 @@ from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.device import resolve_device, resolve_precision
 from models.hf_pipeline import text_classification_pipeline
 from models.loader import load_base
-from models.packed_linear import packed_linear, packing_supported
+from models.packed_linear import PackedLinear, packing_supported
 from schemas.messages import Prediction
 from schemas.tasks import get_task
 from streamtune.bench.common import percentile, scratch_topics
@@ -191,7 +191,7 @@ def _flop_bound(
     kernels = [lambda: a @ b]
     if device.type == "cpu" and packing_supported(dtype):
         # Serve's own packed kernel, so the bound is the fastest multiply on offer.
-        layer = packed_linear(b.T.contiguous(), None)
+        layer = PackedLinear(b.T.contiguous(), None)
         kernels.append(lambda: layer(a))
     reps = 20 if device.type == "cpu" else 200
     rate = 0.0

@@ -17,10 +17,10 @@ from streamtune.cli.options import (
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from schemas.topics import INTERACTIONS, MODEL_UPDATES, PREDICTIONS
+    from schemas.topics import SERVE_TOPICS
 
     settings = settings_from_args(args)
-    require_broker(settings, (INTERACTIONS, PREDICTIONS, MODEL_UPDATES))
+    require_broker(settings, SERVE_TOPICS)
     from streamtune.serve import Server  # torch and the model: seconds
 
     server = Server(settings)

@@ -246,13 +246,13 @@ def test_packed_serving_layers_answer_like_plain_ones(base, nonzero_adapter):
 
 
 def test_a_packed_layer_converted_to_another_dtype_is_laid_out_anew():
-    from models.packed_linear import packed_linear, packing_supported
+    from models.packed_linear import PackedLinear, packing_supported
 
     if not (packing_supported(torch.float32) and packing_supported(torch.bfloat16)):
         pytest.skip("this CPU or torch build has no packed oneDNN bf16 Linear layers")
     layer = torch.nn.Linear(16, 8)
     x = torch.randn(4, 16)
-    packed = packed_linear(layer.weight, layer.bias).to(torch.bfloat16)
+    packed = PackedLinear(layer.weight, layer.bias).to(torch.bfloat16)
     with torch.inference_mode():
         got = packed(x.to(torch.bfloat16)).float()
         want = layer(x)
