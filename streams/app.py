@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None) -> BatchingApp:
         # The *table store* (the broker above is real Kafka): tables live in memory and are
         # rebuilt from their Kafka changelog topics on start-up; rocksdb is not a dependency.
         store="memory://",
+        # Faust still makes a data folder; keep it in the cache, not the user's working copy.
+        datadir=settings.cache_dir / "worker-data" / "{conf.name}",
         topic_partitions=settings.stream_partitions,
         topic_replication_factor=settings.replication_factor,
         # The agents write table state themselves; standbys would apply it to the same

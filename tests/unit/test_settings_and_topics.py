@@ -78,3 +78,13 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (REPO / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"`STREAMTUNE_{n.upper()}`" not in readme]
     assert missing == []
+
+
+def test_the_worker_keeps_its_data_folder_in_the_cache(tmp_path, monkeypatch):
+    # Faust's default is "<app id>-data" in the working directory: one stray folder per run.
+    from streams.app import create_app
+
+    monkeypatch.chdir(tmp_path)
+    app = create_app(Settings(cache_dir=tmp_path / "cache"))
+    assert app.conf.datadir.is_relative_to(tmp_path / "cache")
+    assert app.conf.name in str(app.conf.datadir)
