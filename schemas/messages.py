@@ -134,6 +134,13 @@ class DriftEvent(Message):
     statistic: ShortStr
     value: float
     position: int = Field(ge=0, description="stream position (events seen for this task)")
+    examples_since_change: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="labelled examples after the estimated change point (statistics of "
+        "labelled examples only); the new regime starts there",
+    )
     adapter_version: Id | None = None
     ts_ms: TimestampMs
 

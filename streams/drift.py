@@ -19,6 +19,11 @@ Four statistics, each with its own detectors and settings:
 Every detector checks after each observation (``clock=1``) and stays quiet for ``grace``
 observations after a start or a detection. A detection resets that statistic only.
 
+A detection of a statistic of labelled examples (error rate, label prior) also says **where
+the change happened**: ``since`` is the number of newest examples after the most likely
+change point of the statistic's recent values (:func:`examples_since_change`), so the
+trigger can start the new regime there, not at the window that happened to be open.
+
 State survives a restart by replay: :meth:`DriftMonitor.replay` feeds the tail of the
 worker's observation stream, read back from Kafka, to fresh detectors with alarms muted.
 River objects are never pickled.
@@ -39,7 +44,8 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -99,12 +105,53 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class Detection:
-    """One detector fired on one statistic at ``position`` (observations of the task)."""
+    """One detector fired on one statistic at ``position`` (observations of the task).
+
+    ``since``: the estimated number of the task's newest labelled examples after the
+    change (None for statistics of inputs and predictions, and when there is too little
+    to tell)."""
 
     statistic: str
     detector: str
     value: float
     position: int
+    since: int | None = None
+
+
+#: Recent values a statistic keeps for locating a change point.
+CHANGE_POINT_HISTORY = 512
+#: Fewest values on each side of a change point.
+CHANGE_POINT_MIN_SIDE = 5
+
+
+def examples_since_change(
+    values: Sequence[float], min_side: int = CHANGE_POINT_MIN_SIDE
+) -> int | None:
+    """How many of the newest ``values`` come after their most likely single mean shift.
+
+    The least-squares change point: the split ``t`` that maximises
+    ``t (n - t) / n * (mean(before) - mean(after))**2``. Detectors fire some time after a
+    shift; this says where it began.
+
+    >>> examples_since_change([0.0] * 100 + [1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    8
+    >>> examples_since_change([1.0, 0.0, 1.0]) is None  # too few values to tell
+    True
+    """
+    n = len(values)
+    if n < 2 * min_side:
+        return None
+    total = math.fsum(values)
+    best_score, best_t, left = -1.0, 0, 0.0
+    for t in range(1, n - min_side + 1):
+        left += values[t - 1]
+        if t < min_side:
+            continue
+        gap = left / t - (total - left) / (n - t)
+        score = t * (n - t) / n * gap * gap
+        if score > best_score:
+            best_score, best_t = score, t
+    return n - best_t
 
 
 class Statistic:
@@ -123,11 +170,13 @@ class Statistic:
         grace: int,
         two_sided_name: bool = False,
         rises_only: bool = False,
+        locates_change: bool = False,
     ) -> None:
         self.name = name
         self.grace = grace
         self.two_sided_name = two_sided_name
         self.rises_only = rises_only
+        self.locates_change = locates_change
         self._factories = dict(detectors)
         self._reset()
 
@@ -136,10 +185,15 @@ class Statistic:
         self._n = 0
         self._recent = 0.0  # fast-moving mean: the level after a change
         self._mean = 0.0  # mean since the last reset: the level before it
+        self._values: deque[float] = deque(maxlen=CHANGE_POINT_HISTORY)
+        self.since: int | None = None  # where the change began, set on a detection
 
     def update(self, x: float) -> tuple[str, str, float] | None:
-        """Feed one value; on a detection return ``(statistic, detector, new level)``."""
+        """Feed one value; on a detection return ``(statistic, detector, new level)``, and
+        set ``since`` (see :func:`examples_since_change`) when the statistic locates it."""
         self._n += 1
+        if self.locates_change:
+            self._values.append(x)
         self._recent += (x - self._recent) / min(self._n, 20)
         before = self._mean
         self._mean += (x - self._mean) / self._n
@@ -157,7 +211,9 @@ class Statistic:
             return None
         if self.two_sided_name:
             statistic += "_up" if level >= before else "_down"
+        since = examples_since_change(self._values) if self.locates_change else None
         self._reset()
+        self.since = since
         return statistic, fired, level
 
 
@@ -183,14 +239,14 @@ class DriftMonitor:
                 mode="up",
             )
         # Only a rising error rate is a drift: a falling one is the adaptation working.
-        self.error = Statistic("error_rate", error, c.grace, rises_only=True)
+        self.error = Statistic("error_rate", error, c.grace, rises_only=True, locates_change=True)
         self.confidence = Statistic(
             "confidence", {"adwin": adwin(c.confidence_delta)}, c.grace, two_sided_name=True
         )
         self.inputs = Statistic("input_tokens", {"adwin": adwin(c.input_delta)}, c.grace)
         per_label = c.label_delta / num_labels if c.split_label_delta else c.label_delta
         self.labels = [
-            Statistic(f"label_prior:{k}", {"adwin": adwin(per_label)}, c.grace)
+            Statistic(f"label_prior:{k}", {"adwin": adwin(per_label)}, c.grace, locates_change=True)
             for k in range(num_labels)
         ]
 
@@ -207,10 +263,16 @@ class DriftMonitor:
     def observe_labelled(self, label: int, predicted: int | None) -> list[Detection]:
         """A joined example: its true label and, when known, the predicted one."""
         self.position += 1
+        stats: list[Statistic] = list(self.labels)
         hits = [stat.update(1.0 if k == label else 0.0) for k, stat in enumerate(self.labels)]
         if predicted is not None:
+            stats.append(self.error)
             hits.append(self.error.update(0.0 if predicted == label else 1.0))
-        return self._hits(hits)
+        return [
+            Detection(*hit, self.position, stat.since)
+            for stat, hit in zip(stats, hits, strict=True)
+            if hit is not None
+        ]
 
     def model_changed(self) -> None:
         """A new adapter answers: the statistics of the model's own behaviour (error rate,

@@ -81,6 +81,7 @@ class TaskAgent:
             drift_settle_examples=s.drift_settle_examples,
             regime_max_examples=s.regime_max_examples,
             on_drift=s.train_on_drift,
+            tail_size=self.window_config.tail_size,
         )
         self.changelog = ChangelogWriter(topology.app, topology.task_table)
         self.monitors: dict[str, DriftMonitor] = {}
@@ -184,12 +185,13 @@ class TaskAgent:
         for detection in detections:
             event = _drift_event(state, detection, now)
             log.warning(
-                "drift on %s: %s by %s, value %.4f at position %d",
+                "drift on %s: %s by %s, value %.4f at position %d%s",
                 state.task,
                 event.statistic,
                 event.detector,
                 event.value,
                 event.position,
+                "" if detection.since is None else f", began {detection.since} examples ago",
             )
             events.append(event)
             state.drift_events += 1
@@ -200,7 +202,10 @@ class TaskAgent:
             settle = (
                 0 if event.statistic == "error_rate" else self.trigger_config.drift_settle_examples
             )
-            trigger(state, "drift", event.event_id, settle_examples=settle)
+            trigger(
+                state, "drift", event.event_id, settle_examples=settle, since=detection.since,
+                tail_size=self.window_config.tail_size,
+            )  # fmt: skip
         return events
 
     async def _publish(self, out: _Outputs) -> None:
@@ -276,6 +281,7 @@ def _drift_event(state: TaskState, detection: Detection, now: int) -> DriftEvent
         statistic=detection.statistic,
         value=value,
         position=detection.position,
+        examples_since_change=detection.since,
         adapter_version=state.adapter_version,
         ts_ms=now,
     )

@@ -12,8 +12,12 @@ strongest wins: drift, then window, then schedule), and fires once the policy al
 - a minimum number of new examples since the last job (``min_examples``), or, for the first
   job after a drift, since the drift was detected (``drift_min_examples``).
 
-**Regimes.** A drift starts a new regime at the window that was open when it fired (closed
-at once, so the newest examples are trained on). Every job trains on the task's examples
+**Regimes.** A drift starts a new regime where the change began: a detector of labelled
+examples estimates how many of the newest examples come after the change (``since``, see
+:func:`streams.drift.examples_since_change`), and the open window is cut there
+(:func:`streams.windows.split_open`). Without an estimate the regime starts at the window
+that was open when the drift fired. Either way that window is closed at once, so the
+newest examples are trained on. Every job trains on the task's examples
 of the current regime, newest first up to ``regime_max_examples``, so that no label is
 wasted on small sequential jobs; its holdout is the newest examples (``holdout_fraction``,
 at least one), which the train ranges exclude. Its rehearsal ranges are sampled from
@@ -48,7 +52,7 @@ import random
 from dataclasses import dataclass
 
 from schemas.messages import OffsetRange, TrainJob
-from streams.windows import TaskState, Window, close_open
+from streams.windows import TaskState, Window, close_open, split_open
 
 #: Regime windows kept at most (their count is also capped by ``regime_max_examples``).
 MAX_REGIME_WINDOWS = 64
@@ -67,20 +71,23 @@ class TriggerConfig:
     holdout_fraction: float = 0.2
     rehearsal_fraction: float = 0.5
     rehearsal_windows: int = 16
-    drift_min_examples: int = 60
+    drift_min_examples: int = 60  # of the new regime, counted from the estimated change
     drift_settle_examples: int = 1000
     regime_max_examples: int = 2000
     on_drift: bool = True  # False: drift is reported but starts no job (scheduled retraining)
+    tail_size: int | None = None  # offsets a window closed here keeps (WindowConfig.tail_size)
 
 
 def trigger(
-    state: TaskState, reason: str, drift_event_id: str | None = None, *, settle_examples: int = 0
-) -> None:
+    state: TaskState, reason: str, drift_event_id: str | None = None, *, settle_examples: int = 0,
+    since: int | None = None, tail_size: int | None = None,
+) -> None:  # fmt: skip
     """Record a trigger; it coalesces with one already pending (the strongest wins).
 
-    A drift also starts a new regime at the window open now (see the module docstring),
-    unless the last one started fewer than ``settle_examples`` examples ago: one shift is
-    usually seen by several statistics in turn, and each must not restart the regime."""
+    A drift also starts a new regime (see the module docstring): ``since`` examples ago
+    when the detector located the change, else at the window open now. Not when the last
+    regime started fewer than ``settle_examples`` examples ago: one shift is usually seen
+    by several statistics in turn, and each must not restart the regime."""
     if (
         reason == "drift"
         and state.drift_mark
@@ -92,10 +99,15 @@ def trigger(
     if reason == "drift":
         if drift_event_id is not None:
             state.pending_drift_event = drift_event_id
-        close_open(state)
+        # Examples of the new regime so far: those after the located change, else none yet
+        # (the job then waits for examples that arrived after the detection).
+        begun = 0
+        if since is not None and state.open is not None:
+            begun = since if split_open(state, since, tail_size) else min(since, state.open.count)
+        close_open(state, tail_size)
         newest = state.closed[-1] if state.closed else None
         state.regime_start = newest.id if newest is not None else state.next_window_id
-        state.drift_mark = state.examples
+        state.drift_mark = state.examples - begun
 
 
 def adapter_published(state: TaskState, version: str) -> None:
@@ -141,7 +153,7 @@ def evaluate(
     # Only now, with the job due, may the open window close: closing it on every check
     # would cut the regime into slivers.
     if state.pending != "window" and state.open is not None and state.open.count:
-        close_open(state)
+        close_open(state, cfg.tail_size)
     pool = _regime_pool(state, cfg)
     if sum(w.count for w in pool) < 2:
         return None

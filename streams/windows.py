@@ -40,10 +40,16 @@ class WindowConfig:
 
     @property
     def tail_size(self) -> int:
-        """How many newest examples a window remembers (enough for its holdout)."""
+        """How many newest examples a closed window remembers (enough for its holdout)."""
         if self.window_size:
             return min(1000, math.ceil(self.holdout_fraction * self.window_size) + 1)
         return 1000
+
+    @property
+    def open_tail_size(self) -> int:
+        """How many newest examples the open window remembers: all of them (up to 1000),
+        so that a drift can cut it where the change began (:func:`split_open`)."""
+        return min(1000, self.window_size) if self.window_size else 1000
 
 
 @dataclass
@@ -196,10 +202,10 @@ def add_example(
     if state.open is None:
         state.open = Window(state.next_window_id, now_ms)
         state.next_window_id += 1
-    state.open.add(partition, offset, cfg.tail_size)
+    state.open.add(partition, offset, cfg.open_tail_size)
     state.examples += 1
     if cfg.window_size and state.open.count >= cfg.window_size:
-        close_open(state)
+        close_open(state, cfg.tail_size)
     return True
 
 
@@ -210,14 +216,62 @@ def close_if_old(state: TaskState, cfg: WindowConfig, now_ms: int) -> bool:
         return False
     if now_ms - window.opened_ms < cfg.window_max_age_ms:
         return False
-    close_open(state)
+    close_open(state, cfg.tail_size)
     return True
 
 
-def close_open(state: TaskState) -> None:
-    """Move the open window to the closed (untrained) ones."""
+def split_open(state: TaskState, since: int, tail_size: int | None = None) -> bool:
+    """Cut the open window where a change began: its newest ``since`` examples become a
+    window of their own (the open one), the rest a closed window before it, which keeps
+    ``tail_size`` offsets (see :func:`close_open`). False, and nothing changes, when the
+    cut is not inside the open window or not among the offsets it remembers.
+
+    >>> state = TaskState("tfns-sentiment")
+    >>> cfg = WindowConfig(window_size=100)
+    >>> for i in range(10):
+    ...     _ = add_example(state, cfg, partition=i % 2, offset=i // 2, now_ms=0)
+    >>> split_open(state, 3)
+    True
+    >>> state.closed[0].ranges, state.closed[0].count, state.open.ranges, state.open.count
+    ({0: [0, 4], 1: [0, 3]}, 7, {1: [3, 5], 0: [4, 5]}, 3)
+    """
+    window = state.open
+    if window is None or not 0 < since < window.count or since > len(window.tail):
+        return False
+    after = window.tail[-since:]
+    first: dict[int, int] = {}
+    count: dict[int, int] = {}
+    for partition, offset in after:
+        first.setdefault(partition, offset)
+        count[partition] = count.get(partition, 0) + 1
+    kept = window.tail[:-since][-tail_size:] if tail_size else window.tail[:-since]
+    before = Window(window.id, window.opened_ms, count=window.count - since, tail=kept)
+    newer = Window(state.next_window_id, window.opened_ms, count=since, tail=after)
+    state.next_window_id += 1
+    for partition, (start, end) in window.ranges.items():
+        total = window.counts[partition]
+        if partition not in first:
+            before.ranges[partition], before.counts[partition] = [start, end], total
+            continue
+        if total > count[partition]:
+            # A partition's offsets grow with time: its examples before the cut precede it.
+            before.ranges[partition] = [start, first[partition]]
+            before.counts[partition] = total - count[partition]
+    for partition in first:  # in the order the newer examples came
+        newer.ranges[partition] = [first[partition], window.ranges[partition][1]]
+        newer.counts[partition] = count[partition]
+    state.closed.append(before)
+    state.open = newer
+    return True
+
+
+def close_open(state: TaskState, tail_size: int | None = None) -> None:
+    """Move the open window to the closed (untrained) ones, keeping the newest
+    ``tail_size`` offsets it remembers (all when None)."""
     if state.open is None:
         return
+    if tail_size is not None:
+        del state.open.tail[: max(0, len(state.open.tail) - tail_size)]
     state.closed.append(state.open)
     state.open = None
     while len(state.closed) > MAX_CLOSED:

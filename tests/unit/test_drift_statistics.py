@@ -118,3 +118,26 @@ def test_a_falling_error_rate_is_not_a_drift_and_a_new_model_starts_a_new_baseli
     for version in ("base", "base", "v1"):
         m.observe(Observations(task=TASK, predictions=(PredictionSeen(0, 0.9, version),)))
     assert m.error is before and m.error._n == 0 and m.version == "v1"
+
+
+def test_a_detection_of_errors_says_where_the_change_began():
+    rng = random.Random(5)
+    m = monitor()
+    stationary(rng, m, 1000)
+    hits, changed = [], 0
+    while not hits and changed < 300:
+        hits += m.observe_labelled(2, rng.choice([0, 1]) if rng.random() < 0.8 else 2)
+        changed += 1
+    error = next(h for h in hits if h.statistic == "error_rate")
+    # The detector fires some examples after the change; the estimate points back to it.
+    assert changed > 10 and abs(error.since - changed) <= 5, (error.since, changed)
+
+
+def test_statistics_of_inputs_do_not_locate_their_change():
+    rng = random.Random(6)
+    m = monitor()
+    stationary(rng, m, 1000)
+    hits = []
+    for _ in range(400):
+        hits += m.observe_input(rng.randint(60, 90))
+    assert hits and all(h.since is None for h in hits)

@@ -265,3 +265,37 @@ def test_waiting_for_a_drift_job_keeps_the_regime_whole():
     # The 50 open at the drift and the 60 after it: all of the regime, in one piece.
     assert job.train_examples + job.holdout_examples == 110
     assert job.holdout_examples >= 25
+
+
+def test_a_located_drift_starts_the_regime_where_the_change_began():
+    wcfg = WindowConfig(window_size=150, holdout_fraction=0.25)
+    tcfg = TriggerConfig(min_examples=150, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=50)
+    state = TaskState(TASK)
+    fill(state, wcfg, 300 + 100)  # two full windows, and 100 in the open one
+    fill(state, wcfg, 20, start=400)  # the change began here; the detector fired 20 later
+    trigger(state, "drift", "tfns-sentiment:error_rate:420", since=20, tail_size=wcfg.tail_size)
+    # The open window is cut at the change: 100 examples before it, 20 of the new regime.
+    assert [w.count for w in state.closed][-2:] == [100, 20]
+    assert all(len(w.tail) <= wcfg.tail_size for w in state.closed)
+    fill(state, wcfg, 29, start=420)
+    assert job_at(state, tcfg) is None  # 49 examples of the new regime: the trigger waits
+    fill(state, wcfg, 1, start=449)
+    job = job_at(state, tcfg)
+    assert job.reason == "drift" and job.train_examples + job.holdout_examples == 50
+    # Every example before the change is rehearsal, never training data of the new regime.
+    first_new = {p: 10 + i // 3 for i in range(400, 403) for p in [i % 3]}
+    assert all(r.start >= first_new[r.partition] for r in job.train_ranges)
+    assert all(r.end <= first_new[r.partition] for r in job.rehearsal_ranges)
+
+
+def test_an_unlocated_drift_starts_the_regime_at_the_open_window_and_waits():
+    wcfg = WindowConfig(window_size=150)
+    tcfg = TriggerConfig(min_examples=150, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=50)
+    state = TaskState(TASK)
+    fill(state, wcfg, 100)
+    trigger(state, "drift", "tfns-sentiment:error_rate:100", since=None)
+    fill(state, wcfg, 49, start=100)
+    assert job_at(state, tcfg) is None  # counted from the detection, not the window's start
+    fill(state, wcfg, 1, start=149)
+    job = job_at(state, tcfg)
+    assert job.reason == "drift" and job.train_examples + job.holdout_examples == 150
