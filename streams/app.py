@@ -64,6 +64,10 @@ def create_app(settings: Settings | None = None) -> BatchingApp:
     if aiokafka_log.level == logging.NOTSET:
         # aiokafka logs every message sent at DEBUG; keep that off unless asked for.
         aiokafka_log.setLevel(logging.INFO)
+    # Faust still makes a data folder (mkdir without parents); keep it in the cache, not
+    # in the user's working copy.
+    datadir = settings.cache_dir / "worker-data"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = BatchingApp(
         app_id(settings),
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
@@ -82,8 +86,7 @@ def create_app(settings: Settings | None = None) -> BatchingApp:
         # The *table store* (the broker above is real Kafka): tables live in memory and are
         # rebuilt from their Kafka changelog topics on start-up; rocksdb is not a dependency.
         store="memory://",
-        # Faust still makes a data folder; keep it in the cache, not the user's working copy.
-        datadir=settings.cache_dir / "worker-data" / "{conf.name}",
+        datadir=datadir / "{conf.name}",
         topic_partitions=settings.stream_partitions,
         topic_replication_factor=settings.replication_factor,
         # The agents write table state themselves; standbys would apply it to the same

@@ -108,6 +108,12 @@ def trigger(
         newest = state.closed[-1] if state.closed else None
         state.regime_start = newest.id if newest is not None else state.next_window_id
         state.drift_mark = state.examples - begun
+        # Untrained windows before the change are the old regime's: rehearsal material, not
+        # new examples that would trigger window jobs of their own.
+        older = [w for w in state.closed if w.id < state.regime_start]
+        if older:
+            state.closed = [w for w in state.closed if w.id >= state.regime_start]
+            state.history = sorted([*state.history, *older], key=lambda w: w.id)
 
 
 def adapter_published(state: TaskState, version: str) -> None:

@@ -303,7 +303,10 @@ class Settings(BaseSettings):
         True, description="a drift starts a job at once (False: scheduled retraining only)"
     )
     drift_min_examples: int = Field(
-        60, ge=2, description="labelled examples of the new regime the first drift job needs"
+        60,
+        ge=2,
+        description="labelled examples of the new regime the first drift job needs, counted "
+        "from the located change (from the detection without one)",
     )
     drift_settle_examples: int = Field(
         1000,

@@ -191,7 +191,13 @@ def summary(snap: dict[str, Any], title: str) -> str:
     lines += ["", "## Drift events", ""]
     lines += [
         f"- {d['ts_ms']}: {d['task']} {d['detector']} on {d['statistic']} = {d['value']} "
-        f"(position {d['position']})"
+        f"(position {d['position']}"
+        + (
+            ""
+            if d.get("examples_since_change") is None
+            else f", began {d['examples_since_change']} examples ago"
+        )
+        + ")"
         for d in snap["drift"]
     ] or ["- none"]
     lines += ["", "## Train jobs", ""]

@@ -413,6 +413,7 @@ class MonitorState:
                 "statistic": msg.statistic,
                 "value": _round(msg.value),
                 "position": msg.position,
+                "examples_since_change": msg.examples_since_change,
                 "adapter_version": msg.adapter_version,
             }
         )

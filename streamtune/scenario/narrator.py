@@ -29,7 +29,13 @@ class Narrator:
         for event in sorted(run.drift_events, key=lambda e: e.ts_ms)[self._drifts :]:
             self._say(
                 f"drift detected on {event.task}: {event.statistic} by {event.detector} "
-                f"(observation {event.position} of the task's stream)"
+                f"(observation {event.position} of the task's stream"
+                + (
+                    ""
+                    if event.examples_since_change is None
+                    else f"; the change began {event.examples_since_change} labelled examples ago"
+                )
+                + ")"
             )
         self._drifts = len(run.drift_events)
         for event in run.published:

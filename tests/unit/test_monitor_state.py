@@ -148,7 +148,7 @@ def test_report_writes_summary_plots_and_figure_json(tmp_path):
     stream(state, 600, accuracy=0.7, confidence=0.7)
     drift = DriftEvent(
         event_id="d1", task=TASK, detector="adwin", statistic="error_rate", value=0.4,
-        position=300, ts_ms=T0 + 3000,
+        position=300, examples_since_change=24, ts_ms=T0 + 3000,
     )  # fmt: skip
     state.add("drift-events", TASK.encode(), drift.to_bytes(), drift.ts_ms)
     state.add("model-updates", TASK.encode(), manifest("v1", T0 + 4000).to_bytes(), T0 + 4000)
@@ -163,6 +163,7 @@ def test_report_writes_summary_plots_and_figure_json(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| tfns-sentiment | 600 | 600 |" in summary
     assert "v1 **promoted**" in summary
+    assert "error_rate = 0.4 (position 300, began 24 examples ago)" in summary
 
 
 def test_the_entity_view_names_what_the_alerts_name():

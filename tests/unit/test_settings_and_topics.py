@@ -88,3 +88,4 @@ def test_the_worker_keeps_its_data_folder_in_the_cache(tmp_path, monkeypatch):
     app = create_app(Settings(cache_dir=tmp_path / "cache"))
     assert app.conf.datadir.is_relative_to(tmp_path / "cache")
     assert app.conf.name in str(app.conf.datadir)
+    app.conf.datadir.mkdir()  # what the worker does at start-up: its parent must exist

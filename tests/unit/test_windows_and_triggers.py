@@ -275,8 +275,9 @@ def test_a_located_drift_starts_the_regime_where_the_change_began():
     fill(state, wcfg, 20, start=400)  # the change began here; the detector fired 20 later
     trigger(state, "drift", "tfns-sentiment:error_rate:420", since=20, tail_size=wcfg.tail_size)
     # The open window is cut at the change: 100 examples before it, 20 of the new regime.
-    assert [w.count for w in state.closed][-2:] == [100, 20]
-    assert all(len(w.tail) <= wcfg.tail_size for w in state.closed)
+    assert all(len(w.tail) <= wcfg.tail_size for w in [*state.closed, *state.history])
+    # The part before the cut is the old regime's: rehearsal, not new examples.
+    assert [w.count for w in state.closed] == [20] and state.history[-1].count == 100
     fill(state, wcfg, 29, start=420)
     assert job_at(state, tcfg) is None  # 49 examples of the new regime: the trigger waits
     fill(state, wcfg, 1, start=449)
@@ -286,6 +287,10 @@ def test_a_located_drift_starts_the_regime_where_the_change_began():
     first_new = {p: 10 + i // 3 for i in range(400, 403) for p in [i % 3]}
     assert all(r.start >= first_new[r.partition] for r in job.train_ranges)
     assert all(r.end <= first_new[r.partition] for r in job.rehearsal_ranges)
+    assert job.rehearsal_ranges  # the windows before the change are rehearsed
+    # Nothing of the old regime is left to trigger a window job of its own.
+    job_ended(state, job.job_id)
+    assert state.closed == [] and job_at(state, tcfg) is None
 
 
 def test_an_unlocated_drift_starts_the_regime_at_the_open_window_and_waits():

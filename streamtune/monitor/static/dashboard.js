@@ -158,9 +158,10 @@ function tables(s) {
   table("alerts", ["time", "entity", "kind", "share", "baseline", "n", "message"], s.alerts.slice().reverse().map((a) =>
     `<tr><td>${clock(a.ts_ms)}</td><td><b>${esc(a.entity)}</b></td><td>${esc(a.kind)}</td><td>${pct(a.share)}</td>` +
     `<td>${pct(a.baseline_share)}</td><td>${a.count}</td><td>${esc(a.message)}</td></tr>`));
-  table("drift", ["time", "task", "detector", "statistic", "value", "position"], s.drift.slice().reverse().map((d) =>
+  table("drift", ["time", "task", "detector", "statistic", "value", "position", "began"], s.drift.slice().reverse().map((d) =>
     `<tr><td>${clock(d.ts_ms)}</td><td>${esc(d.task)}</td><td>${esc(d.detector)}</td><td>${esc(d.statistic)}</td>` +
-    `<td>${num(d.value, 3)}</td><td>${d.position}</td></tr>`));
+    `<td>${num(d.value, 3)}</td><td>${d.position}</td>` +
+    `<td>${d.examples_since_change == null ? "" : d.examples_since_change + " examples ago"}</td></tr>`));
   table("timeline", ["time", "task", "version", "event", "detail"], s.timeline.slice().reverse().map((e) =>
     `<tr data-version="${esc(e.version)}"><td>${clock(e.ts_ms)}</td><td>${esc(e.task)}</td><td>${esc(e.version)}</td>` +
     `<td style="color:${(KIND_STYLE[e.kind] || {}).color || "inherit"}">${esc(e.kind)}</td><td>${esc(e.detail)}</td></tr>`));
