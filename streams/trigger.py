@@ -185,21 +185,27 @@ def _build(
     seq = state.jobs_emitted + 1
     job_id = f"{state.task}:{seq}"
     total = sum(w.count for w in pool)
-    wanted = min(max(1, round(cfg.holdout_fraction * total)), total - 1)
-    # The newest examples: the newest window's tail, and older windows' tails only while the
-    # newer ones are held whole, so each partition's holdout is one range at its end.
-    held: list[list[int]] = []
+    # At most one window's worth: the next job trains on the holdout, and a job that held
+    # back more of the newest examples would answer the stream from older ones.
+    wanted = min(max(1, round(cfg.holdout_fraction * total)), total - 1, max(w.count for w in pool))
+    # The newest examples: whole windows, newest first, then the newest part of the next
+    # one (from its tail), so each partition's holdout is one range at its end.
+    holdout_n = 0
+    holdout_start: dict[int, int] = {}
     for window in reversed(pool):
-        need = wanted - len(held)
+        need = wanted - holdout_n
         if need <= 0:
             break
-        held = window.tail[max(0, len(window.tail) - need) :] + held
-        if len(window.tail) < window.count:
+        if need >= window.count:
+            firsts = [(partition, start) for partition, (start, _) in window.ranges.items()]
+            holdout_n += window.count
+        else:
+            firsts = window.tail[max(0, len(window.tail) - need) :]
+            holdout_n += len(firsts)
+        for partition, offset in firsts:
+            holdout_start[partition] = min(offset, holdout_start.get(partition, offset))
+        if need < window.count:
             break
-    holdout_n = len(held)
-    holdout_start: dict[int, int] = {}
-    for partition, offset in held:
-        holdout_start[partition] = min(offset, holdout_start.get(partition, offset))
     train: dict[int, list[int]] = {}
     for window in pool:
         for partition, (start, end) in window.ranges.items():

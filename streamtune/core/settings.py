@@ -285,7 +285,10 @@ class Settings(BaseSettings):
         0.0, ge=0, description="close a window this long after its first example (0: by count)"
     )
     holdout_fraction: float = Field(
-        0.25, gt=0, le=0.5, description="newest share of a job's window held out for the gate"
+        0.25,
+        gt=0,
+        le=0.5,
+        description="newest share of a job's examples held out for the gate (at most a window)",
     )
     rehearsal_fraction: float = Field(
         0.5, ge=0, le=2, description="rehearsal sample from older windows, relative to train size"

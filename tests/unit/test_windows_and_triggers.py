@@ -304,3 +304,25 @@ def test_an_unlocated_drift_starts_the_regime_at_the_open_window_and_waits():
     fill(state, wcfg, 1, start=149)
     job = job_at(state, tcfg)
     assert job.reason == "drift" and job.train_examples + job.holdout_examples == 150
+
+
+def test_a_large_regime_holds_out_its_newest_window_whole_and_no_more():
+    wcfg = WindowConfig(window_size=150, holdout_fraction=0.25)  # tails of 39
+    tcfg = TriggerConfig(min_examples=150, cooldown_ms=0, job_timeout_ms=MIN, holdout_fraction=0.25)
+    state = TaskState(TASK)
+    fill(state, wcfg, 400)
+    job = job_at(state, tcfg)
+    assert job.holdout_examples == 39  # a quarter of 300 is more than the newest tail holds
+    job_ended(state, job.job_id)
+    fill(state, wcfg, 1200, start=400)
+    job = job_at(state, tcfg)
+    # A quarter of 1,500 is 375; the holdout stops at one window, the newest, held whole.
+    assert job.holdout_examples == 150 and job.train_examples == 1500 - 150
+    newest = state.history[-1]
+    assert {r.partition: r.start for r in job.holdout_ranges} == {
+        p: start for p, (start, _) in newest.ranges.items()
+    }
+    for held in job.holdout_ranges:
+        for train in job.train_ranges:
+            if held.partition == train.partition:
+                assert train.end <= held.start
