@@ -10,7 +10,8 @@ strongest wins: drift, then window, then schedule), and fires once the policy al
   ``superseded`` as soon as it sees the drift job);
 - a cooldown between two jobs of a task (drift jobs ignore it);
 - a minimum number of new examples since the last job (``min_examples``), or, for the first
-  job after a drift, since the drift was detected (``drift_min_examples``).
+  job after a drift, in the new regime (``drift_min_examples``, counted from the located
+  change, or from the detection when the statistic cannot locate it).
 
 **Regimes.** A drift starts a new regime where the change began: a detector of labelled
 examples estimates how many of the newest examples come after the change (``since``, see

@@ -137,7 +137,7 @@ class TaskState:
     drift_events: int = 0
     last_drift: dict[str, Any] | None = None
     regime_start: int = 0  # id of the first window of the current regime (see streams.trigger)
-    drift_mark: int = 0  # ``examples`` when the last drift fired
+    drift_mark: int = 0  # ``examples`` where the current regime began (its located change)
 
     def to_dict(self) -> dict[str, Any]:
         return {
