@@ -7,6 +7,11 @@ arrives; all of them go to ``bench/results.json`` with the git commit and the ma
 then the block between the markers in README.md is replaced by a table rendered from that file
 (``python -m streamtune.bench.results render`` does only this last step). No figure in the
 README's table comes from anywhere else.
+
+``python -m streamtune.bench.results run NAME ...`` measures only the named benchmarks again
+and replaces their figures in an existing ``bench/results.json``, keeping the others. The
+file then records each such rerun (commit, time, load average), and the table's header names
+it, so that no figure is passed off as part of a run it was not measured in.
 """
 
 from __future__ import annotations
@@ -114,11 +119,37 @@ def run_all(names: Sequence[str]) -> tuple[dict[str, object], list[str]]:
         results[name] = lines[0] if len(lines) == 1 else lines
     document = {
         "commit": git_commit(),
-        "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "finished_utc": _now_utc(),
         "machine": machine,
         "results": results,
     }
     return document, failed
+
+
+def _now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def merge_rerun(previous: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` with the benchmarks of ``rerun`` replaced, and each recorded as a rerun.
+
+    >>> old = {"commit": "a", "finished_utc": "t0", "machine": {}, "results": {"x": 1, "y": 2}}
+    >>> new = {"commit": "b", "finished_utc": "t1", "machine": {"load_average_1m_at_start": 0.1},
+    ...        "results": {"y": 3}}
+    >>> merged = merge_rerun(old, new)
+    >>> merged["results"], merged["reruns"]["y"]["commit"], merged["commit"]
+    ({'x': 1, 'y': 3}, 'b', 'a')
+    """
+    merged = {**previous, "results": {**previous["results"], **rerun["results"]}}
+    reruns = dict(previous.get("reruns", {}))
+    for name in rerun["results"]:
+        reruns[name] = {
+            "commit": rerun["commit"],
+            "finished_utc": rerun["finished_utc"],
+            "load_average_1m_at_start": rerun["machine"].get("load_average_1m_at_start"),
+        }
+    merged["reruns"] = reruns
+    return merged
 
 
 @dataclass(frozen=True)
@@ -257,6 +288,14 @@ def render_table(document: dict[str, Any]) -> str:
             if "load_average_1m_at_start" in machine
             else "."
         ),
+    ]
+    for name, rerun in document.get("reruns", {}).items():
+        lines.append(
+            f"`{name}` was measured again alone (`python -m streamtune.bench.results run {name}`) "
+            f"at commit `{rerun['commit'][:12]}`, {rerun['finished_utc']}, 1-minute load average "
+            f"{rerun['load_average_1m_at_start']} at the start; its rows below are from that run."
+        )
+    lines += [
         "",
         "| bench | figure | measured | baseline (same run) | ratio | target |",
         "|---|---|---|---|---|---|",
@@ -312,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from streamtune.cli.bench import BENCHES
 
     document, failed = run_all(args.names or list(BENCHES))
+    if args.names and RESULTS.exists():
+        document = merge_rerun(orjson.loads(RESULTS.read_bytes()), document)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     render()
