@@ -186,11 +186,11 @@ class Statistic:
         self._recent = 0.0  # fast-moving mean: the level after a change
         self._mean = 0.0  # mean since the last reset: the level before it
         self._values: deque[float] = deque(maxlen=CHANGE_POINT_HISTORY)
-        self.since: int | None = None  # where the change began, set on a detection
 
-    def update(self, x: float) -> tuple[str, str, float] | None:
-        """Feed one value; on a detection return ``(statistic, detector, new level)``, and
-        set ``since`` (see :func:`examples_since_change`) when the statistic locates it."""
+    def update(self, x: float) -> tuple[str, str, float, int | None] | None:
+        """Feed one value; on a detection return ``(statistic, detector, new level, since)``,
+        ``since`` being where the change began when the statistic locates it (see
+        :func:`examples_since_change`), else None."""
         self._n += 1
         if self.locates_change:
             self._values.append(x)
@@ -213,8 +213,7 @@ class Statistic:
             statistic += "_up" if level >= before else "_down"
         since = examples_since_change(self._values) if self.locates_change else None
         self._reset()
-        self.since = since
-        return statistic, fired, level
+        return statistic, fired, level, since
 
 
 class DriftMonitor:
@@ -263,16 +262,10 @@ class DriftMonitor:
     def observe_labelled(self, label: int, predicted: int | None) -> list[Detection]:
         """A joined example: its true label and, when known, the predicted one."""
         self.position += 1
-        stats: list[Statistic] = list(self.labels)
         hits = [stat.update(1.0 if k == label else 0.0) for k, stat in enumerate(self.labels)]
         if predicted is not None:
-            stats.append(self.error)
             hits.append(self.error.update(0.0 if predicted == label else 1.0))
-        return [
-            Detection(*hit, self.position, stat.since)
-            for stat, hit in zip(stats, hits, strict=True)
-            if hit is not None
-        ]
+        return self._hits(hits)
 
     def model_changed(self) -> None:
         """A new adapter answers: the statistics of the model's own behaviour (error rate,
@@ -303,5 +296,8 @@ class DriftMonitor:
             self.observe(obs)
         return self.position - before
 
-    def _hits(self, results: list[tuple[str, str, float] | None]) -> list[Detection]:
-        return [Detection(*hit, self.position) for hit in results if hit is not None]
+    def _hits(self, results: list[tuple[str, str, float, int | None] | None]) -> list[Detection]:
+        return [
+            Detection(statistic, detector, level, self.position, since)
+            for statistic, detector, level, since in filter(None, results)
+        ]

@@ -119,15 +119,11 @@ def run_all(names: Sequence[str]) -> tuple[dict[str, object], list[str]]:
         results[name] = lines[0] if len(lines) == 1 else lines
     document = {
         "commit": git_commit(),
-        "finished_utc": _now_utc(),
+        "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine,
         "results": results,
     }
     return document, failed
-
-
-def _now_utc() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def merge_rerun(previous: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
