@@ -24,6 +24,7 @@ from schemas import Feedback, Interaction, LabelledExample
 from schemas.fields import now_ms
 from schemas.messages import JobStatus
 from schemas.topics import FEEDBACK, INTERACTIONS, LABELLED, TRAIN_JOBS, TRAIN_STATUS
+from streams.events import JOB_END_STATES
 from streams.status import worker_status
 from streamtune.core.clients import make_producer
 from streamtune.core.settings import Settings
@@ -91,6 +92,7 @@ class Sample:
     windows: int  # open + closed + kept-for-rehearsal windows of the task
     task_state_bytes: int
     rss_mb: dict[str, float]
+    jobs_ended: int = 0  # train jobs the trainer had reported ended by then
 
 
 #: Extra state probes, by name: ``async (settings) -> int``. The alerting agent's state
@@ -334,6 +336,25 @@ async def sample(settings: Settings, service: LocalService, books: Books, at_s: 
             rss[role] = 0.0
     for name, probe in STATE_PROBES.items():
         rss[f"probe:{name}"] = float(await probe(settings))
+    try:
+        reports = await read_topic(settings, settings.topic(TRAIN_STATUS), timeout_s=10)
+        ended = len(
+            {
+                job.job_id
+                for job in map(JobStatus.from_bytes, (r.value for r in reports))
+                if job.state in JOB_END_STATES
+            }
+        )
+    except Exception:  # the broker mid-fault: as many as the last sample saw
+        ended = books.samples[-1].jobs_ended if books.samples else 0
     books.samples.append(
-        Sample(round(at_s, 1), len(books.sent_at), status["join_entries"], windows, size, rss)
+        Sample(
+            round(at_s, 1),
+            len(books.sent_at),
+            status["join_entries"],
+            windows,
+            size,
+            rss,
+            ended,
+        )
     )
