@@ -41,14 +41,7 @@ from streams.events import (
     parse_task_event,
 )
 from streams.topology import Topology
-from streams.trigger import (
-    TriggerConfig,
-    adapter_published,
-    evaluate,
-    job_ended,
-    settle_span,
-    trigger,
-)
+from streams.trigger import TriggerConfig, adapter_published, evaluate, job_ended, trigger
 from streams.windows import TaskState, WindowConfig, add_example, close_if_old
 from streamtune.core.topic_reader import read_partition
 
@@ -203,11 +196,14 @@ class TaskAgent:
             events.append(event)
             state.drift_events += 1
             state.last_drift = {"event_id": event.event_id, "statistic": event.statistic, "ts": now}
+            # A rising error rate is the model failing now: it always starts a new regime.
+            # The other statistics (inputs, confidence, label mix) often see the same shift
+            # later; within the settle span of a regime they start nothing.
+            settle = (
+                0 if event.statistic == "error_rate" else self.trigger_config.drift_settle_examples
+            )
             trigger(
-                state, "drift", event.event_id, since=detection.since,
-                settle_examples=settle_span(
-                    self.trigger_config, event.statistic, located=detection.since is not None
-                ),
+                state, "drift", event.event_id, settle_examples=settle, since=detection.since,
                 tail_size=self.window_config.tail_size,
             )  # fmt: skip
         return events

@@ -16,9 +16,7 @@ strongest wins: drift, then window, then schedule), and fires once the policy al
 **Regimes.** A drift starts a new regime where the change began: a detector of labelled
 examples estimates how many of the newest examples come after the change (``since``, see
 :func:`streams.drift.examples_since_change`), and the open window is cut there
-(:func:`streams.windows.split_open`). When the change began before the open window (a slow
-detection: a gradual or small shift), whole windows before it join the regime too, while
-most of each comes after the change. Without an estimate the regime starts at the window
+(:func:`streams.windows.split_open`). Without an estimate the regime starts at the window
 that was open when the drift fired. Either way that window is closed at once, so the
 newest examples are trained on. Every job trains on the task's examples
 of the current regime, newest first up to ``regime_max_examples``, so that no label is
@@ -81,31 +79,9 @@ class TriggerConfig:
     tail_size: int | None = None  # offsets a window closed here keeps (WindowConfig.tail_size)
 
 
-def settle_span(cfg: TriggerConfig, statistic: str, *, located: bool) -> float:
-    """Labelled examples the current regime must hold before a drift on ``statistic`` may
-    start a new one (the first regime can always be started).
-
-    A rising error rate is the model failing now: it always starts a new regime. The other
-    statistics (label mix, inputs, confidence) often see the same shift later; within the
-    settle span of a regime they start nothing. One that cannot say where its change began
-    (inputs, confidence) starts only the first regime: after that, a regime restarted at its
-    detection would drop the current one's examples to rehearsal, and cancel its job, on no
-    evidence that the model fails.
-
-    >>> cfg = TriggerConfig(drift_settle_examples=1000)
-    >>> [settle_span(cfg, s, located=True) for s in ("error_rate", "label_prior:0")]
-    [0, 1000]
-    >>> settle_span(cfg, "input_tokens", located=False)
-    inf
-    """
-    if statistic == "error_rate":
-        return 0
-    return cfg.drift_settle_examples if located else math.inf
-
-
 def trigger(
-    state: TaskState, reason: str, drift_event_id: str | None = None, *,
-    settle_examples: float = 0, since: int | None = None, tail_size: int | None = None,
+    state: TaskState, reason: str, drift_event_id: str | None = None, *, settle_examples: int = 0,
+    since: int | None = None, tail_size: int | None = None,
 ) -> None:  # fmt: skip
     """Record a trigger; it coalesces with one already pending (the strongest wins).
 
@@ -131,10 +107,7 @@ def trigger(
             begun = since if split_open(state, since, tail_size) else min(since, state.open.count)
         close_open(state, tail_size)
         newest = state.closed[-1] if state.closed else None
-        start = newest.id if newest is not None else state.next_window_id
-        if since is not None and since > begun:
-            start, begun = _reach_back(state, start, begun, since)
-        state.regime_start = start
+        state.regime_start = newest.id if newest is not None else state.next_window_id
         state.drift_mark = state.examples - begun
         # Untrained windows before the change are the old regime's: rehearsal material, not
         # new examples that would trigger window jobs of their own.
@@ -142,24 +115,6 @@ def trigger(
         if older:
             state.closed = [w for w in state.closed if w.id >= state.regime_start]
             state.history = sorted([*state.history, *older], key=lambda w: w.id)
-
-
-def _reach_back(state: TaskState, start: int, begun: int, since: int) -> tuple[int, int]:
-    """The regime's first window and its examples, when the change began before ``start``.
-
-    A slow detection (a gradual shift, a small one) locates the change further back than
-    the open window. Whole windows before it then join the regime, newest first, while most
-    of each comes after the change, but never one before the start of the regime it ends
-    (an earlier drift set that). Closed windows keep too few offsets to be cut, so a window
-    the change falls inside is taken whole or left whole.
-    """
-    for window in sorted([*state.history, *state.closed], key=lambda w: -w.id):
-        if window.id >= start:
-            continue
-        if window.id < state.regime_start or since - begun < window.count / 2:
-            break
-        start, begun = window.id, begun + window.count
-    return start, min(begun, since)
 
 
 def adapter_published(state: TaskState, version: str) -> None:

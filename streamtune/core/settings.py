@@ -314,9 +314,8 @@ class Settings(BaseSettings):
     drift_settle_examples: int = Field(
         1000,
         ge=0,
-        description="a drift of the label mix within this many labelled examples of the last "
-        "regime's start is the same shift seen late: no new regime (inputs and confidence "
-        "start only the first regime)",
+        description="a drift of inputs, confidence or label mix within this many labelled "
+        "examples of the last regime's start is the same shift seen late: no new regime",
     )
     regime_max_examples: int = Field(
         2000, ge=10, description="a job trains on at most this many newest examples of the regime"

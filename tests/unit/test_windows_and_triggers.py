@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from schemas import TrainJob
-from streams.trigger import (
-    TriggerConfig,
-    adapter_published,
-    evaluate,
-    job_ended,
-    settle_span,
-    trigger,
-)
+from streams.trigger import TriggerConfig, adapter_published, evaluate, job_ended, trigger
 from streams.windows import TaskState, WindowConfig, add_example, close_if_old
 
 TASK = "tfns-sentiment"
@@ -233,30 +226,6 @@ def test_a_second_statistic_seeing_the_same_shift_starts_no_new_regime():
     assert job.train_examples + job.holdout_examples == 120  # the open window and all after
 
 
-def test_a_drift_that_cannot_locate_its_change_starts_only_the_first_regime():
-    wcfg = WindowConfig(window_size=150)
-    tcfg = TriggerConfig(min_examples=150, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=50,
-                         drift_settle_examples=300)  # fmt: skip
-    inputs = settle_span(tcfg, "input_tokens", located=False)
-    state = TaskState(TASK)
-    fill(state, wcfg, 100)
-    trigger(state, "drift", "tfns-sentiment:input_tokens:100", settle_examples=inputs)
-    assert state.pending == "drift" and state.drift_mark == 100  # the first regime: it starts
-    state = TaskState(TASK)
-    fill(state, wcfg, 100)
-    errors = settle_span(tcfg, "error_rate", located=True)
-    trigger(state, "drift", "tfns-sentiment:error_rate:100", settle_examples=errors, since=30)
-    fill(state, wcfg, 50, start=100)
-    job_ended(state, job_at(state, tcfg).job_id)
-    regime = state.regime_start
-    fill(state, wcfg, 2000, start=150)  # far beyond the settle span
-    trigger(state, "drift", "tfns-sentiment:input_tokens:2150", settle_examples=inputs)
-    assert state.regime_start == regime and state.pending != "drift"  # reported, no restart
-    labels = settle_span(tcfg, "label_prior:0", located=True)
-    trigger(state, "drift", "tfns-sentiment:label_prior:0:2150", settle_examples=labels, since=40)
-    assert state.regime_start != regime and state.pending == "drift"  # located: it restarts
-
-
 def test_the_holdout_reaches_into_older_windows_when_the_newest_is_small():
     wcfg = WindowConfig(window_size=30, holdout_fraction=0.25)  # tails of 9
     tcfg = TriggerConfig(
@@ -322,47 +291,6 @@ def test_a_located_drift_starts_the_regime_where_the_change_began():
     # Nothing of the old regime is left to trigger a window job of its own.
     job_ended(state, job.job_id)
     assert state.closed == [] and job_at(state, tcfg) is None
-
-
-def test_a_change_located_before_the_open_window_takes_the_windows_after_it():
-    wcfg = WindowConfig(window_size=150, holdout_fraction=0.25)
-    tcfg = TriggerConfig(min_examples=150, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=50)
-    state = TaskState(TASK)
-    fill(state, wcfg, 300)  # two windows, trained on
-    job_ended(state, job_at(state, tcfg).job_id)
-    fill(state, wcfg, 100, start=300)
-    # A slow detection: the change began 230 examples ago, inside the second window, most
-    # of which comes after it. That window joins the regime whole; the first stays behind.
-    trigger(state, "drift", "tfns-sentiment:error_rate:400", since=230, tail_size=wcfg.tail_size)
-    job = job_at(state, tcfg)  # 230 examples of the new regime: no need to wait
-    assert job.reason == "drift" and job.train_examples + job.holdout_examples == 250
-    first_new = {p: 10 + i // 3 for i in range(150, 153) for p in [i % 3]}
-    assert all(r.start >= first_new[r.partition] for r in job.train_ranges)
-    assert all(r.end <= first_new[r.partition] for r in job.rehearsal_ranges)
-    assert job.rehearsal_ranges
-
-
-def test_a_change_located_early_never_reaches_before_the_regime_it_ends():
-    wcfg = WindowConfig(window_size=150, holdout_fraction=0.25)
-    tcfg = TriggerConfig(min_examples=150, cooldown_ms=0, job_timeout_ms=MIN, drift_min_examples=50)
-    state = TaskState(TASK)
-    fill(state, wcfg, 350)
-    trigger(state, "drift", "tfns-sentiment:error_rate:350", since=None)  # a regime from 300
-    fill(state, wcfg, 100, start=350)
-    # The change is located 300 examples ago, but an earlier drift started the regime this
-    # one ends at 300: the windows before that are not taken back.
-    trigger(state, "drift", "tfns-sentiment:error_rate:450", since=300, tail_size=wcfg.tail_size)
-    job = job_at(state, tcfg)
-    assert job.train_examples + job.holdout_examples == 150
-    first_new = {p: 10 + i // 3 for i in range(300, 303) for p in [i % 3]}
-    assert all(r.start >= first_new[r.partition] for r in job.train_ranges)
-    # A change inside a window, with most of that window before it, leaves the window out.
-    state = TaskState(TASK)
-    fill(state, wcfg, 400)
-    trigger(state, "drift", "tfns-sentiment:error_rate:400", since=160, tail_size=wcfg.tail_size)
-    fill(state, wcfg, 50, start=400)
-    job = job_at(state, tcfg)
-    assert job.train_examples + job.holdout_examples == 150
 
 
 def test_an_unlocated_drift_starts_the_regime_at_the_open_window_and_waits():
