@@ -88,10 +88,11 @@ async def submit(settings: Settings, train_job: TrainJob) -> None:
         await producer.stop()
 
 
-async def statuses(settings: Settings) -> list[JobStatus]:
+async def statuses(settings: Settings, *, timeout_s: float = 20.0) -> list[JobStatus]:
+    """Every report on ``train-status`` so far, oldest first."""
     return [
         JobStatus.from_bytes(r.value)
-        for r in await read_all(settings, settings.topic(TRAIN_STATUS))
+        for r in await read_all(settings, settings.topic(TRAIN_STATUS), timeout_s=timeout_s)
     ]
 
 

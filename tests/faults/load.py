@@ -22,8 +22,7 @@ import orjson
 
 from schemas import Feedback, Interaction, LabelledExample
 from schemas.fields import now_ms
-from schemas.messages import JobStatus
-from schemas.topics import FEEDBACK, INTERACTIONS, LABELLED, TRAIN_JOBS, TRAIN_STATUS
+from schemas.topics import FEEDBACK, INTERACTIONS, LABELLED, TRAIN_JOBS
 from streams.events import JOB_END_STATES
 from streams.status import worker_status
 from streamtune.core.clients import make_producer
@@ -32,7 +31,7 @@ from streamtune.core.topic_reader import read_topic
 from streamtune.local_service import LocalService
 from streamtune.scenario.collector import PredictionCollector
 from tests.conftest import DATA
-from tests.trainer_helpers import csv_rows
+from tests.trainer_helpers import csv_rows, statuses
 from tests.worker_helpers import FAST
 
 TASK = "tfns-sentiment"
@@ -305,10 +304,7 @@ async def wait_for_jobs(
     while True:
         service.check()
         books.jobs = len(await read_topic(settings, settings.topic(TRAIN_JOBS), timeout_s=60))
-        ends = [
-            JobStatus.from_bytes(r.value)
-            for r in await read_topic(settings, settings.topic(TRAIN_STATUS), timeout_s=60)
-        ]
+        ends = await statuses(settings, timeout_s=60)
         books.job_outcomes = {s.job_id: s.state for s in ends}  # the latest state of each
         if books.jobs >= min_jobs and len(books.job_outcomes) >= books.jobs:
             return
@@ -337,14 +333,8 @@ async def sample(settings: Settings, service: LocalService, books: Books, at_s: 
     for name, probe in STATE_PROBES.items():
         rss[f"probe:{name}"] = float(await probe(settings))
     try:
-        reports = await read_topic(settings, settings.topic(TRAIN_STATUS), timeout_s=10)
-        ended = len(
-            {
-                job.job_id
-                for job in map(JobStatus.from_bytes, (r.value for r in reports))
-                if job.state in JOB_END_STATES
-            }
-        )
+        reports = await statuses(settings, timeout_s=10)
+        ended = len({job.job_id for job in reports if job.state in JOB_END_STATES})
     except Exception:  # the broker mid-fault: as many as the last sample saw
         ended = books.samples[-1].jobs_ended if books.samples else 0
     books.samples.append(

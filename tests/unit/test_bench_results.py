@@ -23,5 +23,5 @@ def test_a_rerun_replaces_its_rows_and_the_header_names_it():
     assert "`swap` was measured again alone" in table and "`bbbbbbbbbbbb`, t1" in table
     assert "| swap | interactions lost | 0 | — | — | 0: met |" in table
     assert merged["results"]["replay"] == {"ratio_vs_raw": 0.5}
-    # A later full run starts a new document: no reruns are carried into it.
+    # The full run's document is left as it was: the merge builds a new one.
     assert "reruns" not in full
