@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -180,6 +182,36 @@ def lora_tensors(
     return lora, head, config
 
 
+_LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
+
+
+def layer_of(name: str) -> int | None:
+    """The index of the encoder layer a parameter belongs to (None: outside the layers).
+
+    >>> layer_of("base_model.model.encoder.encoder.layer.4.attention.self.query.lora_A.default.weight")
+    4
+    >>> layer_of("base_model.model.heads.tfns_sentiment.weight") is None
+    True
+    """
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) if match else None
+
+
+def stacks_on(live: LoraSpec, job: LoraSpec) -> bool:
+    """Whether a job configured with ``job`` can train on top of an adapter built with ``live``:
+    the same LoRA on more layers (a bootstrap adapts them all). The job then keeps ``live``'s
+    spec and trains only ``job``'s layers; the LoRA below them stays as the live adapter has it.
+
+    >>> stacks_on(LoraSpec(layers=None), LoraSpec(layers=(4, 5)))
+    True
+    >>> stacks_on(LoraSpec(layers=(4, 5)), LoraSpec(layers=None)), stacks_on(LoraSpec(r=8), LoraSpec())
+    (False, False)
+    """
+    if job.layers is None or dataclasses.replace(live, layers=job.layers) != job:
+        return False
+    return live.layers is None or set(job.layers) <= set(live.layers)
+
+
 def top_layers(encoder: PreTrainedModel, count: int) -> tuple[int, ...] | None:
     """The indices of the top ``count`` layers (None: all of them).
 
@@ -269,6 +301,8 @@ class FrozenPrefix:
         self.ids = ids
         self.hidden: list[torch.Tensor] = [torch.empty(0)] * len(ids)
         encoder = model.base_model.model.encoder
+        was_training = encoder.training
+        encoder.eval()  # no dropout: the prefix stands for every epoch's pass through them
         with torch.inference_mode(), autocast(device, bf16), layer_window(encoder, 0, self.first):
             for chunk, enc in length_sorted_batches(tokenizer, [], 128, ids=ids):
                 mask = enc["attention_mask"]
@@ -277,6 +311,7 @@ class FrozenPrefix:
                 ).last_hidden_state
                 for row, index in enumerate(chunk):
                     self.hidden[index] = out[row, : int(mask[row].sum())].clone()
+        encoder.train(was_training)
 
     def batch(self, indices: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         enc = pad(self.tokenizer, [self.ids[i] for i in indices])
@@ -355,9 +390,15 @@ def train(
     config: TrainConfig,
     device: torch.device,
     lora_init: dict[str, torch.Tensor] | None = None,
+    trained_layers: tuple[int, ...] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> TrainResult:
-    """Train LoRA + heads on ``tasks``; returns the best epoch's model (by validation macro-F1)."""
+    """Train LoRA + heads on ``tasks``; returns the best epoch's model (by validation macro-F1).
+
+    ``trained_layers``: train the LoRA of only these layers (None: every layer ``spec``
+    adapts). LoRA on the layers below them keeps its ``lora_init`` weights and runs in the
+    frozen prefix: that is how an online job trains the top layers of a bootstrap adapter
+    that adapts every layer (``stacks_on``)."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)  # noqa: S311 - shuffling, not secrets
     began = time.perf_counter()
@@ -371,7 +412,15 @@ def train(
         val_idx[data.task] = [rows[i] for i in va]
     lengths = [len(ids) for ids in examples.ids]
     model = build_model(encoder, tasks, spec, lora_init).to(device)
-    first = min(spec.layers) if spec.layers else 0
+    trained = spec.layers if trained_layers is None else trained_layers
+    if trained_layers is not None:
+        if spec.layers is not None and not set(trained_layers) <= set(spec.layers):
+            raise ValueError(f"layers {trained_layers} are not all adapted by {spec.layers}")
+        for name, param in model.named_parameters():
+            layer = layer_of(name)
+            if "lora_" in name and layer is not None and layer not in trained_layers:
+                param.requires_grad = False
+    first = min(trained) if trained else 0
     prefix = (
         FrozenPrefix(model, tokenizer, examples.ids, first, device, config.bf16) if first else None
     )

@@ -152,6 +152,17 @@ class Settings(BaseSettings):
         description="LoRA adapts only the top N encoder layers (0: all); the frozen layers "
         "below run once per job instead of once per step",
     )
+    bootstrap_lora_layers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="the bootstrap adapter's LoRA adapts the top N encoder layers (0: all); "
+        "online jobs then train their top layers on top of it and keep its LoRA below them",
+    )
+    bootstrap_epochs: int = Field(5, ge=1, le=100, description="the bootstrap's training epochs")
+    bootstrap_learning_rate: float = Field(
+        7e-4, gt=0, le=1.0, description="the bootstrap's peak learning rate"
+    )
     train_fast_head: bool = Field(
         True,
         description="answer each job first with a new head on the live encoder's features "

@@ -25,7 +25,7 @@ from streamtune.core.clients import make_producer
 from streamtune.core.settings import Settings
 from streamtune.model_updates.follower import UpdatesFollower
 from streamtune.model_updates.publisher import sign_and_publish
-from streamtune.train.config import gate_rule, lora_spec, train_config
+from streamtune.train.config import bootstrap_recipe, gate_rule
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ def build(
 ) -> tuple[LoadedBase, Bootstrap]:  # fmt: skip
     """The task's bootstrap adapter (trained now, or read from the cache)."""
     base = base or load_base(settings)
+    spec, config = bootstrap_recipe(settings, base.encoder)
     result = bootstrap_adapter(
-        base, task, spec=lora_spec(settings, base.encoder), config=train_config(settings),
+        base, task, spec=spec, config=config,
         cache_dir=settings.cache_dir, data_dir=settings.data_dir, gate=gate_rule(settings),
         on_progress=on_progress,
     )  # fmt: skip

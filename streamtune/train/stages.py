@@ -28,6 +28,7 @@ from models.training import (
     TrainConfig,
     export_task_adapter,
     lora_tensors,
+    stacks_on,
     train,
 )
 from schemas.messages import SEED_VERSION
@@ -151,11 +152,15 @@ def lora_candidates(
     """Train LoRA + heads on all tasks of the job together; gate each task's adapter."""
     base = ev.base
     primary = live[datasets[0].task]
-    lora_init = None
+    lora_init, trained_layers = None, None
     if warm_start and primary.version != SEED_VERSION:
         lora, _, adapter_config = lora_tensors(primary.blob)
         if adapter_config.lora == spec:
             lora_init = lora
+        elif stacks_on(adapter_config.lora, spec):
+            # A bootstrap adapts every layer: train the configured top layers on top of it and
+            # keep its LoRA below them, so the job learns the new data, not the task afresh.
+            lora_init, trained_layers, spec = lora, spec.layers, adapter_config.lora
     if warm_start:
         datasets = [
             TaskData(
@@ -165,7 +170,7 @@ def lora_candidates(
         ]
     result = train(
         base.encoder, base.tokenizer, datasets, spec=spec, config=config, device=base.device,
-        lora_init=lora_init, on_progress=on_progress,
+        lora_init=lora_init, trained_layers=trained_layers, on_progress=on_progress,
     )  # fmt: skip
     figures: dict[str, float] = {
         "train_examples_per_s": round(result.examples_per_s, 1),

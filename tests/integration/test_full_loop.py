@@ -27,7 +27,7 @@ AFTER = 150  # events scored after the first adapted answer
 MARGIN = 0.15
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(2400)  # an empty cache first builds the bootstrap (about 11 minutes)
 def test_a_shift_is_answered_by_an_adapted_model_that_beats_the_starting_one(
     topics: Settings, tmp_path
 ):

@@ -5,6 +5,7 @@ head improves on the live head from the live encoder's features."""
 from __future__ import annotations
 
 import torch
+from peft import get_peft_model_state_dict
 
 from models.artifact import LoraSpec
 from models.batching import length_sorted_batches
@@ -15,7 +16,9 @@ from models.training import (
     TrainConfig,
     build_model,
     export_task_adapter,
+    layer_of,
     predict_labels,
+    stacks_on,
     top_layers,
     train,
 )
@@ -74,6 +77,51 @@ def test_a_top_layer_adapter_learns_and_serves_what_it_learned(base):
     served.max_length = 48
     agree = sum(p.label == q for p, q in zip(served.predict(texts), trained, strict=True))
     assert agree >= len(texts) - 2  # merged LoRA in the serving path: the same answers
+
+
+def test_a_job_trains_its_top_layers_on_top_of_an_every_layer_adapter_and_keeps_the_rest(base):
+    """An online job on a bootstrap adapter (LoRA on every layer): the LoRA below the job's
+    layers runs in the frozen prefix with the bootstrap's weights and stays as it was; the
+    top layers learn; the result serves what it learned, in the bootstrap's format."""
+    rows = crypto_rows()
+    texts, labels = [t for t, _ in rows[:160]], [y for _, y in rows[:160]]
+    every = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, layers=None)
+    torch.manual_seed(0)
+    start = build_model(base.encoder, [TaskData(TASK, 3, [], [])], every)
+    for name, param in start.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.02)  # a trained bootstrap: its lower layers matter
+    init = {k: v.clone() for k, v in get_peft_model_state_dict(start).items() if "lora_" in k}
+    config = TrainConfig(
+        epochs=2, batch_size=16, max_length=48, validation_fraction=0.0, bf16=False
+    )
+    top = top_layers(base.encoder, 2)
+    assert stacks_on(every, LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, layers=top))
+    result = train(
+        base.encoder, base.tokenizer, [TaskData(TASK, 3, texts, labels)], spec=every,
+        config=config, device=torch.device("cpu"), lora_init=init, trained_layers=top,
+    )  # fmt: skip
+    after = get_peft_model_state_dict(result.model)
+    for key, before in init.items():
+        layer = layer_of(key)
+        if layer is None:  # the pooler's dense layer: LoRA has it, mean pooling never runs it
+            continue
+        if layer in top:
+            assert not torch.equal(after[key], before), key
+        else:
+            assert torch.equal(after[key], before), key
+    trained = predict_labels(
+        result.model, base.tokenizer, TASK, texts, device=torch.device("cpu"), max_length=48,
+        bf16=False,
+    )  # fmt: skip
+    assert sum(p == y for p, y in zip(trained, labels, strict=True)) / len(labels) > 0.75
+    blob = export_task_adapter(
+        result.model, TASK, num_labels=3, base_model_id=base.model_id, spec=every
+    )
+    served = base.predictor(blob, task=TASK, version="t")
+    served.max_length = 48
+    agree = sum(p.label == q for p, q in zip(served.predict(texts), trained, strict=True))
+    assert agree >= len(texts) - 2
 
 
 def test_the_fast_head_beats_the_live_head_on_new_data_from_the_live_features(base):
