@@ -21,7 +21,6 @@ import tempfile
 from itertools import cycle, pairwise
 from pathlib import Path
 
-from models.artifact import LoraSpec
 from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.seed import seed_examples
 from models.signing import Signer, generate_keypair
@@ -33,6 +32,7 @@ from streamtune.model_updates.publisher import sign_and_publish
 from streamtune.replay import ReplayRow, read_rows, replay
 from streamtune.scenario.collector import PredictionCollector
 from streamtune.serve import running
+from streamtune.train.config import bootstrap_recipe
 
 TASK = "tfns-sentiment"
 VALID = Path(__file__).resolve().parents[2] / "data" / "tfns" / "valid.csv"
@@ -48,10 +48,12 @@ def _adapters(settings: Settings, n: int = 3) -> list[bytes]:
     """A few real, different LoRA adapters; the published versions cycle through them.
 
     Trained on a few seed examples each: a swap costs the same whatever the adapter learned
-    (same shapes, same verify, merge and warm-up), so training them longer buys nothing."""
+    (same shapes, same verify, merge and warm-up), so training them longer buys nothing. They
+    have the shape every adapter of a bootstrapped task has: the bootstrap's LoRA spec (as
+    configured: every layer, every linear module), about 2.7 MB, so they travel in chunks."""
     ref = locate_base_model(settings.base_model)
     encoder, tokenizer = load_encoder(ref.path), load_tokenizer(ref.path)
-    spec = LoraSpec(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=("query", "value"))
+    spec, _ = bootstrap_recipe(settings, encoder)
     blobs = []
     for seed in range(n):
         texts, labels = seed_examples(TASK, settings.data_dir, limit=16 + seed)
