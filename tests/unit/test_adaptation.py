@@ -48,6 +48,21 @@ def test_the_frozen_prefix_gives_the_full_models_outputs(base):
             assert torch.allclose(full, fast, atol=1e-4), (full - fast).abs().max()
 
 
+def assert_learned_and_serves_it(base, model, spec, texts, labels) -> None:
+    """The trained model fits its 160 examples, and its exported adapter, merged in the
+    serving path, gives the same answers (max length 48, as trained)."""
+    trained = predict_labels(
+        model, base.tokenizer, TASK, texts, device=torch.device("cpu"), max_length=48, bf16=False
+    )
+    # It learned: well above the 65% a constant "Bullish" would score on these comments.
+    assert sum(p == y for p, y in zip(trained, labels, strict=True)) / len(labels) > 0.75
+    blob = export_task_adapter(model, TASK, num_labels=3, base_model_id=base.model_id, spec=spec)
+    served = base.predictor(blob, task=TASK, version="t")
+    served.max_length = 48
+    agree = sum(p.label == q for p, q in zip(served.predict(texts), trained, strict=True))
+    assert agree >= len(texts) - 2  # merged LoRA in the serving path: the same answers
+
+
 def test_a_top_layer_adapter_learns_and_serves_what_it_learned(base):
     rows = crypto_rows()
     texts, labels = [t for t, _ in rows[:160]], [y for _, y in rows[:160]]
@@ -59,24 +74,7 @@ def test_a_top_layer_adapter_learns_and_serves_what_it_learned(base):
         base.encoder, base.tokenizer, [TaskData(TASK, 3, texts, labels)], spec=spec,
         config=config, device=torch.device("cpu"),
     )  # fmt: skip
-    trained = predict_labels(
-        result.model,
-        base.tokenizer,
-        TASK,
-        texts,
-        device=torch.device("cpu"),
-        max_length=48,
-        bf16=False,
-    )
-    # It learned: well above the 65% a constant "Bullish" would score on these comments.
-    assert sum(p == y for p, y in zip(trained, labels, strict=True)) / len(labels) > 0.75
-    blob = export_task_adapter(
-        result.model, TASK, num_labels=3, base_model_id=base.model_id, spec=spec
-    )
-    served = base.predictor(blob, task=TASK, version="t")
-    served.max_length = 48
-    agree = sum(p.label == q for p, q in zip(served.predict(texts), trained, strict=True))
-    assert agree >= len(texts) - 2  # merged LoRA in the serving path: the same answers
+    assert_learned_and_serves_it(base, result.model, spec, texts, labels)
 
 
 def test_a_job_trains_its_top_layers_on_top_of_an_every_layer_adapter_and_keeps_the_rest(base):
@@ -110,18 +108,7 @@ def test_a_job_trains_its_top_layers_on_top_of_an_every_layer_adapter_and_keeps_
             assert not torch.equal(after[key], before), key
         else:
             assert torch.equal(after[key], before), key
-    trained = predict_labels(
-        result.model, base.tokenizer, TASK, texts, device=torch.device("cpu"), max_length=48,
-        bf16=False,
-    )  # fmt: skip
-    assert sum(p == y for p, y in zip(trained, labels, strict=True)) / len(labels) > 0.75
-    blob = export_task_adapter(
-        result.model, TASK, num_labels=3, base_model_id=base.model_id, spec=every
-    )
-    served = base.predictor(blob, task=TASK, version="t")
-    served.max_length = 48
-    agree = sum(p.label == q for p, q in zip(served.predict(texts), trained, strict=True))
-    assert agree >= len(texts) - 2
+    assert_learned_and_serves_it(base, result.model, every, texts, labels)
 
 
 def test_the_fast_head_beats_the_live_head_on_new_data_from_the_live_features(base):
