@@ -118,6 +118,8 @@ class Books:
     jobs: int = 0
     seconds: float = 0.0
     read_answers: int = 0
+    #: Why a sample could not be taken (the broker mid-fault, a table not written yet).
+    sample_errors: list[str] = field(default_factory=list)
 
     @property
     def unanswered(self) -> set[str]:
@@ -145,20 +147,29 @@ class Books:
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def report(self, name: str) -> str:
-        first, last = self.samples[len(self.samples) // 4], self.samples[-1]
-        rss = ", ".join(
-            f"{role} {min(s.rss_mb[role] for s in self.samples):.0f}->{max(s.rss_mb[role] for s in self.samples):.0f} MB"
-            for role in last.rss_mb
-        )
-        return (
+        accounts = (
             f"[{name}] sent {len(self.sent_at)}, acknowledged {len(self.acked_interactions)} "
             f"interactions + {len(self.acked_feedback)} feedback ({self.failed_sends} sends failed); "
             f"unanswered {len(self.unanswered)}, labelled missing {len(self.missing_labelled)}, "
             f"labelled duplicated {self.duplicated_labelled}; longest wait for an answer "
             f"{self.longest_wait_s:.1f}s, longest gap between answers {self.longest_gap_s():.1f}s; "
             f"fault {self.fault_at_s}; jobs {self.jobs} -> {sorted(self.job_outcomes.values())}; "
-            f"join entries {first.join_entries}->{last.join_entries} (max {max(s.join_entries for s in self.samples)}), "
-            f"windows {last.windows}, task state {last.task_state_bytes} B; RSS {rss}; {self.seconds:.0f}s"
+            f"{self.seconds:.0f}s"
+        )
+        failed = f"; {len(self.sample_errors)} samples failed" if self.sample_errors else ""
+        if self.sample_errors:
+            failed += f" (last: {self.sample_errors[-1]})"
+        if not self.samples:
+            return f"{accounts}; no sample of the worker's state{failed}"
+        first, last = self.samples[len(self.samples) // 4], self.samples[-1]
+        rss = ", ".join(
+            f"{role} {min(s.rss_mb[role] for s in self.samples):.0f}->{max(s.rss_mb[role] for s in self.samples):.0f} MB"
+            for role in last.rss_mb
+        )
+        return (
+            f"{accounts}; join entries {first.join_entries}->{last.join_entries} "
+            f"(max {max(s.join_entries for s in self.samples)}), windows {last.windows}, "
+            f"task state {last.task_state_bytes} B; RSS {rss}{failed}"
         )
 
 
@@ -316,7 +327,8 @@ async def wait_for_jobs(
 async def sample(settings: Settings, service: LocalService, books: Books, at_s: float) -> None:
     try:
         status = await worker_status(settings)
-    except Exception:  # a table not written yet, or the broker mid-fault
+    except Exception as exc:  # a table not written yet, or the broker mid-fault
+        books.sample_errors.append(f"{at_s:.0f}s {type(exc).__name__}: {exc}")
         return
     state = status["tasks"].get(TASK)
     windows = 0
