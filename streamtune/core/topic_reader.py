@@ -56,13 +56,24 @@ async def read_topic(
         deadline = loop.time() + timeout_s
         while True:
             ends = await consumer.end_offsets(tps)
-            caught_up = all([await consumer.position(tp) >= ends[tp] for tp in tps])
-            if caught_up and (expect is None or len(out) >= expect):
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            behind = {
+                tp.partition: (positions[tp], ends[tp]) for tp in tps if positions[tp] < ends[tp]
+            }
+            if not behind and (expect is None or len(out) >= expect):
                 return out
             if loop.time() >= deadline:
-                if caught_up:
+                if not behind:
                     return out  # fewer than expected: the caller's assertion says so
-                raise TimeoutError(f"did not reach the end of {topic} within {timeout_s:.0f}s")
+                where = ", ".join(
+                    f"partition {tp.partition} at {positions[tp]} of {ends[tp]}, fetched "
+                    f"highwater {consumer.highwater(tp)}, stable {consumer.last_stable_offset(tp)}"
+                    for tp in tps
+                    if tp.partition in behind
+                )
+                raise TimeoutError(
+                    f"did not reach the end of {topic} within {timeout_s:.0f}s ({where})"
+                )
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 out.extend(records)
     finally:
