@@ -11,6 +11,7 @@ they never disturb a consumer group's offsets, and none returns a partial read a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,12 +20,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from streamtune.core.clients import make_consumer
 from streamtune.core.settings import Settings
 
+log = logging.getLogger(__name__)
+
+#: Seconds without progress, while behind the end, before a read refetches from where it is.
+STALL_S = 5.0
+
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic``, refreshing metadata once for a topic made just now."""
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
-        # aiokafka has no public refresh; this is the one place that reaches for it.
+        # aiokafka has no public refresh (``_refetch`` below is the other place that reaches for it).
         await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -54,12 +60,20 @@ async def read_topic(
         out: list[ConsumerRecord] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        last: dict[TopicPartition, int] = {}
+        moved_at = loop.time()
+        refetches = 0
         while True:
             ends = await consumer.end_offsets(tps)
             positions = {tp: await consumer.position(tp) for tp in tps}
             behind = {
                 tp.partition: (positions[tp], ends[tp]) for tp in tps if positions[tp] < ends[tp]
             }
+            if positions != last:
+                last, moved_at = positions, loop.time()
+            elif behind and loop.time() - moved_at >= STALL_S:
+                await _refetch(consumer, topic, positions, behind)
+                moved_at, refetches = loop.time(), refetches + 1
             if not behind and (expect is None or len(out) >= expect):
                 return out
             if loop.time() >= deadline:
@@ -67,17 +81,40 @@ async def read_topic(
                     return out  # fewer than expected: the caller's assertion says so
                 where = ", ".join(
                     f"partition {tp.partition} at {positions[tp]} of {ends[tp]}, fetched "
-                    f"highwater {consumer.highwater(tp)}, stable {consumer.last_stable_offset(tp)}"
+                    f"highwater {consumer.highwater(tp)}, stable {consumer.last_stable_offset(tp)}, "
+                    f"leader {consumer._client.cluster.leader_for_partition(tp)}"
                     for tp in tps
                     if tp.partition in behind
                 )
                 raise TimeoutError(
-                    f"did not reach the end of {topic} within {timeout_s:.0f}s ({where})"
+                    f"did not reach the end of {topic} within {timeout_s:.0f}s ({where}; "
+                    f"fetched again {refetches} times)"
                 )
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 out.extend(records)
     finally:
         await consumer.stop()
+
+
+async def _refetch(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    positions: dict[TopicPartition, int],
+    behind: dict[int, tuple[int, int]],
+) -> None:
+    """Fetch again from where a stalled read is. After a broker failover a fetch has been
+    seen to stop one record short of the end for a minute; a seek drops the consumer's
+    fetch state of that partition, and fresh metadata names the current leader."""
+    log.warning(
+        "reading %s: no progress for %.0fs at %s; fetching again",
+        topic,
+        STALL_S,
+        ", ".join(f"partition {p} at {at} of {end}" for p, (at, end) in sorted(behind.items())),
+    )
+    await consumer._client.force_metadata_update()
+    for tp, at in positions.items():
+        if tp.partition in behind:
+            consumer.seek(tp, at)
 
 
 async def read_partition(
