@@ -199,14 +199,17 @@ def layer_of(name: str) -> int | None:
 
 def stacks_on(live: LoraSpec, job: LoraSpec) -> bool:
     """Whether a job configured with ``job`` can train on top of an adapter built with ``live``:
-    the same LoRA on more layers (a bootstrap adapts them all). The job then keeps ``live``'s
-    spec and trains only ``job``'s layers; the LoRA below them stays as the live adapter has it.
+    the same LoRA, on the same layers or on more (a bootstrap adapts them all). The job then
+    keeps ``live``'s spec and trains only ``job``'s layers; the LoRA below them stays as the
+    live adapter has it.
 
-    >>> stacks_on(LoraSpec(layers=None), LoraSpec(layers=(4, 5)))
-    True
+    >>> stacks_on(LoraSpec(layers=None), LoraSpec(layers=(4, 5))), stacks_on(LoraSpec(), LoraSpec())
+    (True, True)
     >>> stacks_on(LoraSpec(layers=(4, 5)), LoraSpec(layers=None)), stacks_on(LoraSpec(r=8), LoraSpec())
     (False, False)
     """
+    if live == job:
+        return True
     if job.layers is None or dataclasses.replace(live, layers=job.layers) != job:
         return False
     return live.layers is None or set(job.layers) <= set(live.layers)

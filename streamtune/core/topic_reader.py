@@ -66,13 +66,11 @@ async def read_topic(
         while True:
             ends = await consumer.end_offsets(tps)
             positions = {tp: await consumer.position(tp) for tp in tps}
-            behind = {
-                tp.partition: (positions[tp], ends[tp]) for tp in tps if positions[tp] < ends[tp]
-            }
+            behind = {tp: (positions[tp], ends[tp]) for tp in tps if positions[tp] < ends[tp]}
             if positions != last:
                 last, moved_at = positions, loop.time()
             elif behind and loop.time() - moved_at >= STALL_S:
-                await _refetch(consumer, topic, positions, behind)
+                await _refetch(consumer, topic, behind)
                 moved_at, refetches = loop.time(), refetches + 1
             if not behind and (expect is None or len(out) >= expect):
                 return out
@@ -80,11 +78,10 @@ async def read_topic(
                 if not behind:
                     return out  # fewer than expected: the caller's assertion says so
                 where = ", ".join(
-                    f"partition {tp.partition} at {positions[tp]} of {ends[tp]}, fetched "
+                    f"partition {tp.partition} at {at} of {end}, fetched "
                     f"highwater {consumer.highwater(tp)}, stable {consumer.last_stable_offset(tp)}, "
                     f"leader {consumer._client.cluster.leader_for_partition(tp)}"
-                    for tp in tps
-                    if tp.partition in behind
+                    for tp, (at, end) in behind.items()
                 )
                 raise TimeoutError(
                     f"did not reach the end of {topic} within {timeout_s:.0f}s ({where}; "
@@ -99,8 +96,7 @@ async def read_topic(
 async def _refetch(
     consumer: AIOKafkaConsumer,
     topic: str,
-    positions: dict[TopicPartition, int],
-    behind: dict[int, tuple[int, int]],
+    behind: dict[TopicPartition, tuple[int, int]],
 ) -> None:
     """Fetch again from where a stalled read is. After a broker failover a fetch has been
     seen to stop one record short of the end for a minute; a seek drops the consumer's
@@ -109,12 +105,11 @@ async def _refetch(
         "reading %s: no progress for %.0fs at %s; fetching again",
         topic,
         STALL_S,
-        ", ".join(f"partition {p} at {at} of {end}" for p, (at, end) in sorted(behind.items())),
+        ", ".join(f"partition {tp.partition} at {at} of {end}" for tp, (at, end) in behind.items()),
     )
     await consumer._client.force_metadata_update()
-    for tp, at in positions.items():
-        if tp.partition in behind:
-            consumer.seek(tp, at)
+    for tp, (at, _) in behind.items():
+        consumer.seek(tp, at)
 
 
 async def read_partition(

@@ -155,11 +155,10 @@ def lora_candidates(
     lora_init, trained_layers = None, None
     if warm_start and primary.version != SEED_VERSION:
         lora, _, adapter_config = lora_tensors(primary.blob)
-        if adapter_config.lora == spec:
-            lora_init = lora
-        elif stacks_on(adapter_config.lora, spec):
-            # A bootstrap adapts every layer: train the configured top layers on top of it and
-            # keep its LoRA below them, so the job learns the new data, not the task afresh.
+        if stacks_on(adapter_config.lora, spec):
+            # The live adapter's LoRA, or a bootstrap's on every layer: train the configured
+            # layers on top of it and keep its LoRA below them, so the job learns the new data,
+            # not the task afresh.
             lora_init, trained_layers, spec = lora, spec.layers, adapter_config.lora
     if warm_start:
         datasets = [
