@@ -6,13 +6,16 @@
 
 All three use a group-less consumer from :func:`streamtune.core.clients.make_consumer`, so
 they never disturb a consumer group's offsets, and none returns a partial read as whole.
+All three fetch again from where they are when a read stands still behind its end for
+``STALL_S`` seconds (:class:`StallWatch`), and log a warning saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -24,6 +27,41 @@ log = logging.getLogger(__name__)
 
 #: Seconds without progress, while behind the end, before a read refetches from where it is.
 STALL_S = 5.0
+
+
+@dataclass
+class StallWatch:
+    """When a read that is behind its end has stood still long enough to fetch again.
+
+    >>> watch = StallWatch(stall_s=5.0)
+    >>> watch.stalled({0: 10}, behind=True, now=0.0)  # the first look starts the clock
+    False
+    >>> watch.stalled({0: 10}, behind=True, now=4.9), watch.stalled({0: 10}, behind=True, now=5.0)
+    (False, True)
+    >>> watch.stalled({0: 10}, behind=True, now=9.0)  # a refetch restarts the clock
+    False
+    >>> watch.stalled({0: 11}, behind=True, now=20.0)  # it moved
+    False
+    >>> watch.stalled({0: 11}, behind=False, now=60.0)  # at the end: nothing to fetch
+    False
+    >>> watch.refetches
+    1
+    """
+
+    stall_s: float = STALL_S
+    refetches: int = 0
+    _last: dict[Any, int] | None = field(default=None, repr=False)
+    _moved_at: float = field(default=0.0, repr=False)
+
+    def stalled(self, positions: Mapping[Any, int], *, behind: bool, now: float) -> bool:
+        """Whether to fetch again now; counts the refetch when it says so."""
+        if dict(positions) != self._last:
+            self._last, self._moved_at = dict(positions), now
+            return False
+        if behind and now - self._moved_at >= self.stall_s:
+            self._moved_at, self.refetches = now, self.refetches + 1
+            return True
+        return False
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -60,18 +98,13 @@ async def read_topic(
         out: list[ConsumerRecord] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        last: dict[TopicPartition, int] = {}
-        moved_at = loop.time()
-        refetches = 0
+        watch = StallWatch()
         while True:
             ends = await consumer.end_offsets(tps)
             positions = {tp: await consumer.position(tp) for tp in tps}
             behind = {tp: (positions[tp], ends[tp]) for tp in tps if positions[tp] < ends[tp]}
-            if positions != last:
-                last, moved_at = positions, loop.time()
-            elif behind and loop.time() - moved_at >= STALL_S:
+            if watch.stalled(positions, behind=bool(behind), now=loop.time()):
                 await _refetch(consumer, topic, behind)
-                moved_at, refetches = loop.time(), refetches + 1
             if not behind and (expect is None or len(out) >= expect):
                 return out
             if loop.time() >= deadline:
@@ -85,7 +118,7 @@ async def read_topic(
                 )
                 raise TimeoutError(
                     f"did not reach the end of {topic} within {timeout_s:.0f}s ({where}; "
-                    f"fetched again {refetches} times)"
+                    f"fetched again {watch.refetches} times)"
                 )
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 out.extend(records)
@@ -141,6 +174,7 @@ async def read_ranges(
         consumer.assign(list(tps.values()))
         ends = await consumer.end_offsets(list(tps.values()))
         firsts = await consumer.beginning_offsets(list(tps.values()))
+        loop = asyncio.get_running_loop()
         for partition, start, end in wanted:
             tp = tps[partition]
             stop = ends[tp] if end is None else min(end, ends[tp])
@@ -148,7 +182,10 @@ async def read_ranges(
             if start >= stop:
                 continue
             consumer.seek(tp, start)
-            while await consumer.position(tp) < stop:
+            watch = StallWatch()
+            while (at := await consumer.position(tp)) < stop:
+                if watch.stalled({tp: at}, behind=True, now=loop.time()):
+                    await _refetch(consumer, topic, {tp: (at, stop)})
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
                 for record in batch.get(tp, []):
                     if record.offset >= stop:
