@@ -14,6 +14,13 @@ order, and an unanswered event counts as wrong for every system:
 - ``scheduled``: the same processes with drift triggers and the fast head off: a LoRA job
   every ``window_size`` labels, the classic retrain-on-a-schedule baseline.
 
+Over the first 300 post-shift events it also reports ``first_300_acc_ideal_head``: an ideal
+fast path, for reference rather than as a rival. The start adapter's head is refitted
+(``models.head_fit.fit_head``, as the fast path fits) before every 10 events on every label
+that could have arrived by then (the feedback delay), with no gate and no latency. It shows
+how much the labels known in time could have bought: where it barely beats static, so that
+no system could adapt in time, a tie with static is the most that a system can do there.
+
 Per scenario it prints one JSON line. ``events_to_recover``: labelled events after the shift
 until streamtune's rolling accuracy (over 100 events) is back within 2 points of its
 pre-shift accuracy; null if it never is. ``seconds_drift_to_adapted_answer``: from the first
@@ -32,6 +39,7 @@ import torch
 
 from models.bootstrap import Bootstrap
 from models.device import resolve_device
+from models.head_fit import fit_head, head_of
 from models.loader import LoadedBase
 from models.seed import split_seed_data
 from streamtune.bench.river_baseline import make_model, prequential
@@ -39,11 +47,18 @@ from streamtune.core.settings import Settings
 from streamtune.core.topic_admin import delete_prefixed_topics
 from streamtune.scenario.build import SHAPES, Scenario, build
 from streamtune.scenario.prepare import ensure_signing_key, prepare
-from streamtune.scenario.runner import TASK, Run, run_scenario, scenario_settings
+from streamtune.scenario.runner import (
+    FEEDBACK_DELAY_S,
+    TASK,
+    Run,
+    run_scenario,
+    scenario_settings,
+)
 
 RIVER_GRID = ("logreg-0.1", "logreg-0.5", "logreg-1.0", "nb-0.1", "nb-0.5", "nb-1.0")
 ROLLING = 100
 FIRST = 300  # "accuracy over the first 300 post-shift events"
+IDEAL_EVERY = 10  # events between two refits of the ideal fast head
 
 
 def _mean(values: list[bool]) -> float | None:
@@ -54,6 +69,31 @@ def _static(base: LoadedBase, start: Bootstrap, scenario: Scenario) -> list[bool
     predictor = base.predictor(start.blob, task=TASK, version="static")
     predicted = predictor.predict([r.text for r in scenario.rows])
     return [p.label == r.label for p, r in zip(predicted, scenario.rows, strict=True)]
+
+
+def _ideal_head(
+    base: LoadedBase, start: Bootstrap, scenario: Scenario, *, delay_events: int
+) -> list[bool]:
+    """Hits of the ideal fast path (see the module docstring) on the first ``FIRST``
+    post-shift events: before every ``IDEAL_EVERY`` events, a head fitted on the start
+    adapter's features of every event whose label had arrived (``delay_events`` or more
+    older)."""
+    s = scenario.shift_at
+    rows = scenario.rows[: s + FIRST]
+    features = base.predictor(start.blob, task=TASK, version="ideal").embed([r.text for r in rows])
+    labels: list[int] = [r.label for r in rows]  # type: ignore[misc]
+    prior = head_of(start.blob)
+    hits: list[bool] = []
+    for block in range(s, len(rows), IDEAL_EVERY):
+        known = max(0, block - delay_events + 1)
+        head = (
+            fit_head(features[:known], labels[:known], len(prior.bias), prior=prior)
+            if known
+            else prior  # no label has arrived yet
+        )
+        answers = head.logits(features[block : block + IDEAL_EVERY]).argmax(-1).tolist()
+        hits += [a == y for a, y in zip(answers, labels[block : block + IDEAL_EVERY], strict=True)]
+    return hits
 
 
 def _river(settings: Settings, scenario: Scenario) -> tuple[str, list[bool], str, list[bool]]:
@@ -112,6 +152,7 @@ def run_scenario_bench(
         train_on_drift=False, train_fast_head=False,
     )  # fmt: skip
     static = _static(base, start, scenario)
+    ideal = _ideal_head(base, start, scenario, delay_events=round(FEEDBACK_DELAY_S * rate))
     hits = streamtune.hits(scenario.rows, "adapt")
     sched = scheduled.hits(scenario.rows, "adapt")
     pre_acc = _mean(hits[:s]) or 0.0
@@ -133,6 +174,7 @@ def run_scenario_bench(
         "first_300_acc_streamtune": _mean(hits[s : s + FIRST]),
         "first_300_acc_river": _mean(river[s : s + FIRST]),
         "first_300_acc_scheduled": _mean(sched[s : s + FIRST]),
+        "first_300_acc_ideal_head": _mean(ideal),
         "river_config": river_name,
         "river_best_hindsight_config": hindsight_name,
         "events_to_recover": _events_to_recover(hits, s, pre_acc),

@@ -26,6 +26,8 @@ from streamtune.scenario.collector import PredictionCollector
 
 TASK = "tfns-sentiment"
 ENDED = ("finished", "rejected", "superseded", "failed")
+#: Seconds after an interaction that its feedback (the true label) is sent.
+FEEDBACK_DELAY_S = 1.0
 
 
 @dataclass
@@ -178,7 +180,7 @@ async def _replay_and_watch(
 
 def run_scenario(
     settings: Settings, scenario: Scenario, log_dir: Path, *, rate: float, prefix: str = "adapt",
-    feedback_delay_s: float = 1.0, on_tick: Callable[[Run], None] | None = None,
+    feedback_delay_s: float = FEEDBACK_DELAY_S, on_tick: Callable[[Run], None] | None = None,
     settle_s: float = 5.0, start_version: str = "base",
     stop_when: Callable[[Run], bool] | None = None, then: int = 0,
 ) -> Run:  # fmt: skip
