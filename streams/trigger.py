@@ -137,7 +137,6 @@ def evaluate(
         state.in_flight = None  # the trainer never reported: it died or the job was lost
     if state.closed:
         trigger(state, "window")
-        _trim_tails(state.closed[:-2], cfg.holdout_fraction)
     new_examples = sum(w.count for w in state.closed) + (state.open.count if state.open else 0)
     if cfg.schedule_ms and new_examples and now_ms - state.last_job_ms >= cfg.schedule_ms:
         trigger(state, "schedule")
@@ -243,7 +242,6 @@ def _build(
     )
     trained = {w.id for w in pool}
     known = {w.id for w in state.history}
-    _trim_tails(pool, cfg.holdout_fraction)
     state.closed = [w for w in state.closed if w.id not in trained]
     history = sorted([*state.history, *(w for w in pool if w.id not in known)], key=lambda w: w.id)
     # Keep the regime's windows (they are trained on again) and a few older ones to rehearse.
@@ -258,18 +256,6 @@ def _build(
     state.pending = None
     state.pending_drift_event = None
     return job
-
-
-def _trim_tails(windows: list[Window], holdout_fraction: float) -> None:
-    """Keep only each window's own holdout share of its newest offsets.
-
-    A job's holdout comes from the newest windows: the newest whole, then the newest part of
-    the next, at most one window's worth. So only the two newest untrained windows need to
-    remember every offset; older ones, and windows already trained on, keep a share, which
-    bounds the task's state while the trainer is away."""
-    for window in windows:
-        keep = math.ceil(holdout_fraction * window.count) + 1
-        del window.tail[: max(0, len(window.tail) - keep)]
 
 
 def _rehearsal(

@@ -22,6 +22,7 @@ reports every partition's offsets in increasing order, so nothing newer is ever 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,10 @@ class WindowConfig:
 
     @property
     def tail_size(self) -> int:
-        """How many newest examples a closed window remembers: all of them (up to 1000), so
-        that a job's holdout can be as large as a whole window (see ``streams.trigger``,
-        which trims the tails of older windows once no holdout can reach them)."""
-        return min(1000, self.window_size) if self.window_size else 1000
+        """How many newest examples a closed window remembers (enough for its holdout)."""
+        if self.window_size:
+            return min(1000, math.ceil(self.holdout_fraction * self.window_size) + 1)
+        return 1000
 
     @property
     def open_tail_size(self) -> int:
