@@ -18,8 +18,8 @@ Over the first 300 post-shift events it also reports ``first_300_acc_ideal_head`
 fast path, for reference rather than as a rival. The start adapter's head is refitted
 (``models.head_fit.fit_head``, as the fast path fits) before every 10 events on every label
 that could have arrived by then (the feedback delay), with no gate and no latency. It shows
-how much the labels known in time could have bought: where it barely beats static, so that
-no system could adapt in time, a tie with static is the most that a system can do there.
+how much a new head could have bought from the labels known in time: where it barely beats
+static, too few labels of the new domain had arrived for the fast path to gain much.
 
 Per scenario it prints one JSON line. ``events_to_recover``: labelled events after the shift
 until streamtune's rolling accuracy (over 100 events) is back within 2 points of its
