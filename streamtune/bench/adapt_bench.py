@@ -40,6 +40,7 @@ import torch
 from models.bootstrap import Bootstrap
 from models.device import resolve_device
 from models.head_fit import fit_head, head_of
+from models.inference import Predictor
 from models.loader import LoadedBase
 from models.seed import split_seed_data
 from streamtune.bench.river_baseline import make_model, prequential
@@ -65,14 +66,13 @@ def _mean(values: list[bool]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def _static(base: LoadedBase, start: Bootstrap, scenario: Scenario) -> list[bool]:
-    predictor = base.predictor(start.blob, task=TASK, version="static")
+def _static(predictor: Predictor, scenario: Scenario) -> list[bool]:
     predicted = predictor.predict([r.text for r in scenario.rows])
     return [p.label == r.label for p, r in zip(predicted, scenario.rows, strict=True)]
 
 
 def _ideal_head(
-    base: LoadedBase, start: Bootstrap, scenario: Scenario, *, delay_events: int
+    predictor: Predictor, start: Bootstrap, scenario: Scenario, *, delay_events: int
 ) -> list[bool]:
     """Hits of the ideal fast path (see the module docstring) on the first ``FIRST``
     post-shift events: before every ``IDEAL_EVERY`` events, a head fitted on the start
@@ -80,7 +80,7 @@ def _ideal_head(
     older)."""
     s = scenario.shift_at
     rows = scenario.rows[: s + FIRST]
-    features = base.predictor(start.blob, task=TASK, version="ideal").embed([r.text for r in rows])
+    features = predictor.embed([r.text for r in rows])
     labels: list[int] = [r.label for r in rows]  # type: ignore[misc]
     prior = head_of(start.blob)
     hits: list[bool] = []
@@ -151,8 +151,10 @@ def run_scenario_bench(
         settings, scenario, keys, f"{shape}-scheduled", rate, base,
         train_on_drift=False, train_fast_head=False,
     )  # fmt: skip
-    static = _static(base, start, scenario)
-    ideal = _ideal_head(base, start, scenario, delay_events=round(FEEDBACK_DELAY_S * rate))
+    # One predictor of the start adapter for both: the static model and the ideal head's features.
+    start_model = base.predictor(start.blob, task=TASK, version="static")
+    static = _static(start_model, scenario)
+    ideal = _ideal_head(start_model, start, scenario, delay_events=round(FEEDBACK_DELAY_S * rate))
     hits = streamtune.hits(scenario.rows, "adapt")
     sched = scheduled.hits(scenario.rows, "adapt")
     pre_acc = _mean(hits[:s]) or 0.0

@@ -55,8 +55,9 @@ class StallWatch:
 
     def stalled(self, positions: Mapping[Any, int], *, behind: bool, now: float) -> bool:
         """Whether to fetch again now; counts the refetch when it says so."""
-        if dict(positions) != self._last:
-            self._last, self._moved_at = dict(positions), now
+        seen = dict(positions)
+        if seen != self._last:
+            self._last, self._moved_at = seen, now
             return False
         if behind and now - self._moved_at >= self.stall_s:
             self._moved_at, self.refetches = now, self.refetches + 1
