@@ -31,6 +31,10 @@ MIN_TS_MS = 946_684_800_000
 #: How far in the future a producer's clock may run ahead of ours.
 MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
 
+#: Largest ``Prediction.latency_ms``: a week, Kafka's default retention. An answer to an older
+#: record (an outage, a producer's event-time stamp) reports this value instead of failing.
+MAX_LATENCY_MS = 7 * 24 * 3600 * 1000
+
 #: Probability vectors, metric maps and similar collections stay small.
 MAX_LABELS = 1024
 MAX_METRICS = 64

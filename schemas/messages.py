@@ -72,7 +72,14 @@ class Prediction(Message):
     probs: list[float] = Field(max_length=limits.MAX_LABELS)
     adapter_version: Id = Field(description="'base' when no adapter is loaded")
     model_id: ShortStr
-    latency_ms: float = Field(ge=0.0, le=3_600_000.0)
+    latency_ms: float = Field(
+        ge=0.0,
+        le=limits.MAX_LATENCY_MS,
+        description=(
+            "from the interaction's record timestamp to the answer; capped at "
+            "MAX_LATENCY_MS (a week) for records older than that"
+        ),
+    )
     ts_ms: TimestampMs
     token_count: int | None = Field(
         default=None,
@@ -278,11 +285,31 @@ class AdapterChunk(Message):
     chunks: int = Field(ge=1, le=4096)
     data_b64: str = Field(min_length=1, max_length=2 * limits.MAX_MODEL_UPDATE_BYTES)
 
+    @field_validator("data_b64")
+    @classmethod
+    def _strict_base64(cls, value: str) -> str:
+        # Strict, so a consumer that decodes a validated chunk never meets a surprise.
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValueError("not valid base64") from None
+        return value
+
     @model_validator(mode="after")
     def _index_in_range(self) -> AdapterChunk:
         if self.index >= self.chunks:
             raise ValueError(f"index: {self.index} is not below chunks {self.chunks}")
         return self
+
+    @property
+    def data(self) -> bytes:
+        """The chunk's bytes (``data_b64`` was checked strictly on the way in).
+
+        >>> AdapterChunk(task="tfns-sentiment", version="v1", index=0, chunks=1,
+        ...              data_b64="AAEC").data
+        b'\\x00\\x01\\x02'
+        """
+        return base64.b64decode(self.data_b64, validate=True)
 
 
 class AdapterEvent(Message):

@@ -31,20 +31,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError
 
 from models.errors import AdapterRejected
-from models.inference import Predictor
+from models.inference import Predictor, TextPrediction
 from models.loader import load_base, load_verified
 from models.signing import Keyring, load_keyring
+from schemas import limits
+from schemas.codec import dead_letter
 from schemas.fields import now_ms
-from schemas.messages import SEED_VERSION, Interaction, Prediction
+from schemas.messages import SEED_VERSION, DeadLetter, Interaction, Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS, SERVE_TOPICS
 from streamtune.core.clients import login_name, make_producer, require_topics
 from streamtune.core.errors import StreamtuneError
 from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings
-from streamtune.core.validating_consumer import Batch, ValidatingConsumer
+from streamtune.core.validating_consumer import Batch, Decoded, ValidatingConsumer
 from streamtune.model_updates.follower import Update, UpdatesFollower
 from streamtune.model_updates.publisher import event, publish_event
 
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 BUILD_THREAD_NICENESS = 10
 #: How many recent answers ``ServeStats.acked`` keeps (for benchmarks and monitoring).
 ACKED_KEPT = 200_000
+#: How long a rebalance waits for the batch in flight before letting its partitions go
+#: (their new owner then answers the batch again: at-least-once, never lost).
+REVOKE_WAIT_S = 20.0
 
 
 def _lower_build_priority() -> None:
@@ -84,6 +88,33 @@ class ServeStats:
     swap_log: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One interaction's prediction, encoded and keyed, ready to send."""
+
+    decoded: Decoded[Interaction]
+    prediction: Prediction
+    payload: bytes
+    key: bytes
+
+
+def _unanswerable(decoded: Decoded[Interaction], error: str, exc: Exception) -> DeadLetter:
+    """A dead letter for a valid interaction that could not be answered, with why."""
+    log.warning(
+        "dead-lettering %s[%d]@%d (%s): %s",
+        decoded.topic, decoded.partition, decoded.offset, error, exc,
+    )  # fmt: skip
+    return dead_letter(
+        decoded.message.to_bytes(),
+        error=error,
+        reason=f"{type(exc).__name__}: {exc}",
+        topic=decoded.topic,
+        partition=decoded.partition,
+        offset=decoded.offset,
+        key=decoded.key,
+    )
+
+
 class _DrainOnRevoke(ConsumerRebalanceListener):
     """Before partitions move to another replica, finish committing what was processed."""
 
@@ -91,7 +122,7 @@ class _DrainOnRevoke(ConsumerRebalanceListener):
         self.server = server
 
     async def on_partitions_revoked(self, revoked: object) -> None:
-        await self.server.drain()
+        await self.server.finish_batch()
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         log.info("serve assigned %s", assigned)
@@ -116,6 +147,7 @@ class Server:
             max_workers=1, thread_name_prefix="adapter-build", initializer=_lower_build_priority
         )
         self._commit_task: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
         self._events: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
@@ -139,7 +171,7 @@ class Server:
         # second, not after the model has loaded.
         producer = self._producer = make_producer(self.settings)
         await producer.start()
-        follower = UpdatesFollower(self.settings, self.tasks)
+        follower = self.follower = UpdatesFollower(self.settings, self.tasks)
         try:
             await require_topics(
                 producer, [self.settings.topic(t) for t in SERVE_TOPICS], login_name(self.settings)
@@ -215,31 +247,59 @@ class Server:
         max_wait = self.settings.serve_max_wait_ms / 1000
         while not stop.is_set():
             self._swap_pending()
-            batch = await self._next_batch(consumer, max_batch, max_wait, stop)
-            if not len(batch):
-                continue
-            predictions = await loop.run_in_executor(self._infer, self._predict, batch)
-            outputs: list[Awaitable[object]] = []
-            topic = self.settings.topic(PREDICTIONS)
-            for decoded, pred in zip(batch.messages, predictions, strict=True):
-                sent = await producer.send(
-                    topic, pred.to_bytes(), key=decoded.key or pred.interaction_id.encode()
-                )
-                sent.add_done_callback(self._acked_callback(decoded.timestamp_ms))
-                outputs.append(sent)
-            # Commit batch N while batch N+1 is computed; commits stay in order.
-            await self.drain()
-            self._commit_task = asyncio.create_task(self._commit(consumer, batch, outputs))
-            self.stats.batches += 1
-            self.stats.answered += len(predictions)
-            self._observe(batch, predictions)
+            # A rebalance waits for this batch to be answered and committed (finish_batch),
+            # so a partition moves on with its offsets committed: nothing answered twice.
+            self._in_flight = loop.create_future()
+            try:
+                await self._answer_batch(consumer, producer, max_batch, max_wait, stop)
+            finally:
+                self._in_flight.set_result(None)
 
-    def _observe(self, batch: Batch[Interaction], predictions: list[Prediction]) -> None:
+    async def _answer_batch(
+        self,
+        consumer: ValidatingConsumer[Interaction],
+        producer: AIOKafkaProducer,
+        max_batch: int,
+        max_wait: float,
+        stop: asyncio.Event,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        batch = await self._next_batch(consumer, max_batch, max_wait, stop)
+        if len(batch):
+            await self._dispatch(consumer, producer, batch, loop)
+
+    async def _dispatch(
+        self,
+        consumer: ValidatingConsumer[Interaction],
+        producer: AIOKafkaProducer,
+        batch: Batch[Interaction],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        decode_failures = len(batch.dead)
+        answers = await loop.run_in_executor(self._infer, self._predict, batch)
+        outputs: list[Awaitable[object]] = []
+        topic = self.settings.topic(PREDICTIONS)
+        for answer in answers:
+            sent = await producer.send(topic, answer.payload, key=answer.key)
+            sent.add_done_callback(self._acked_callback(answer.decoded.timestamp_ms))
+            outputs.append(sent)
+        predictions = [a.prediction for a in answers]
+        # Commit batch N while batch N+1 is computed; commits stay in order.
+        await self.drain()
+        self._commit_task = asyncio.create_task(self._commit(consumer, batch, outputs))
+        self.stats.batches += 1
+        self.stats.answered += len(predictions)
+        self._observe(batch, predictions, len(batch.dead) - decode_failures)
+
+    def _observe(
+        self, batch: Batch[Interaction], predictions: list[Prediction], unanswerable: int
+    ) -> None:
         m = self.metrics
         m.batch_size.observe(len(batch))
         m.events.labels(outcome="answered").inc(len(predictions))
-        if len(batch.messages) > len(predictions):
-            m.events.labels(outcome="skipped").inc(len(batch.messages) - len(predictions))
+        skipped = len(batch.messages) - len(predictions) - unanswerable
+        if skipped:
+            m.events.labels(outcome="skipped").inc(skipped)
         for letter in batch.dead:
             m.events.labels(outcome="dead_lettered").inc()
             m.dead_letters.labels(code=letter.error).inc()
@@ -283,33 +343,70 @@ class Server:
                 break
         return batch
 
-    def _predict(self, batch: Batch[Interaction]) -> list[Prediction]:
-        """Runs in the inference thread. Groups by task; every answer names its model version."""
-        by_task: dict[str, list[int]] = {}
-        for i, decoded in enumerate(batch.messages):
-            by_task.setdefault(decoded.message.task, []).append(i)
-        out: list[Prediction | None] = [None] * len(batch.messages)
-        for task, indices in by_task.items():
+    def _predict(self, batch: Batch[Interaction]) -> list[Answer]:
+        """Runs in the inference thread. Groups by task; every answer names its model version.
+
+        A record that cannot be answered or encoded (the model raises on it, or its answer
+        breaks the Prediction contract) goes to ``batch.dead`` with the reason, and the rest
+        of the batch is answered: no single record stops serve, or meets it again on restart.
+        """
+        by_task: dict[str, list[Decoded[Interaction]]] = {}
+        for decoded in batch.messages:
+            by_task.setdefault(decoded.message.task, []).append(decoded)
+        answers: list[Answer] = []
+        for task, items in by_task.items():
             predictor = self.live.get(task)
             if predictor is None:  # a valid task this replica was not asked to serve
-                self.stats.skipped += len(indices)
+                self.stats.skipped += len(items)
                 continue
-            results = predictor.predict([batch.messages[i].message.text for i in indices])
-            stamp = now_ms()
-            for i, result in zip(indices, results, strict=True):
-                decoded = batch.messages[i]
-                out[i] = Prediction(
-                    interaction_id=decoded.message.interaction_id,
-                    task=task,
-                    label=result.label,
-                    probs=result.probs,
-                    adapter_version=predictor.version,
-                    model_id=self.base.model_id,
-                    latency_ms=max(0.0, float(stamp - decoded.timestamp_ms)),
-                    ts_ms=stamp,
-                    token_count=result.token_count,
-                )
-        return [p for p in out if p is not None]
+            for decoded, result in self._infer_each(predictor, items, batch):
+                try:
+                    answers.append(self._answer(decoded, result, predictor.version))
+                except Exception as exc:
+                    batch.dead.append(_unanswerable(decoded, "unanswerable", exc))
+        return answers
+
+    @staticmethod
+    def _infer_each(
+        predictor: Predictor, items: list[Decoded[Interaction]], batch: Batch[Interaction]
+    ) -> list[tuple[Decoded[Interaction], TextPrediction]]:
+        """The batch at once; when that raises, record by record, so only the records the
+        model cannot take are dead-lettered."""
+        try:
+            results = predictor.predict([d.message.text for d in items])
+            return list(zip(items, results, strict=True))
+        except Exception as exc:
+            log.warning(
+                "inference failed on a batch of %d; retrying one by one: %s", len(items), exc
+            )
+        out = []
+        for decoded in items:
+            try:
+                out.append((decoded, predictor.predict([decoded.message.text])[0]))
+            except Exception as exc:
+                batch.dead.append(_unanswerable(decoded, "inference_failed", exc))
+        return out
+
+    def _answer(
+        self, decoded: Decoded[Interaction], result: TextPrediction, version: str
+    ) -> Answer:
+        stamp = now_ms()
+        # A record older than the contract's bound (an outage, an event-time stamp) is still
+        # answered: its latency reads as the bound.
+        latency = min(float(limits.MAX_LATENCY_MS), max(0.0, float(stamp - decoded.timestamp_ms)))
+        prediction = Prediction(
+            interaction_id=decoded.message.interaction_id,
+            task=decoded.message.task,
+            label=result.label,
+            probs=result.probs,
+            adapter_version=version,
+            model_id=self.base.model_id,
+            latency_ms=latency,
+            ts_ms=stamp,
+            token_count=result.token_count,
+        )
+        key = decoded.key or prediction.interaction_id.encode()
+        return Answer(decoded, prediction, prediction.to_bytes(), key)
 
     async def _commit(
         self,
@@ -317,17 +414,22 @@ class Server:
         batch: Batch[Interaction],
         outputs: list[Awaitable[object]],
     ) -> None:
-        try:
-            await consumer.commit(batch, outputs)
-        except CommitFailedError as exc:
-            # The partitions moved during a rebalance; their new owner re-answers them.
-            log.warning("commit failed after a rebalance (records will be answered again): %s", exc)
+        # A rebalance that took the batch's partitions is logged there, never fatal.
+        await consumer.commit(batch, outputs)
 
     async def drain(self) -> None:
         """Wait until every processed batch is committed."""
         task, self._commit_task = self._commit_task, None
         if task is not None:
             await task
+
+    async def finish_batch(self, timeout_s: float = REVOKE_WAIT_S) -> None:
+        """Before partitions move: let the batch in flight be answered, then commit it all."""
+        in_flight = self._in_flight
+        if in_flight is not None and not in_flight.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(in_flight), timeout_s)
+        await self.drain()
 
     # --- hot swap ------------------------------------------------------------------------
     def _swap_pending(self) -> None:
@@ -359,9 +461,18 @@ class Server:
     async def _follow(
         self, producer: AIOKafkaProducer, follower: UpdatesFollower, stop: asyncio.Event
     ) -> None:
-        while not stop.is_set():
-            for update in await follower.poll(timeout_ms=500):
-                await self._apply_update(producer, update)
+        """Apply updates until stopped. If following ends any other way, serve can no longer
+        take a new model: ``/healthz`` says so, rather than stay green on a stale model."""
+        try:
+            while not stop.is_set():
+                for update in await follower.poll(timeout_ms=500):
+                    try:
+                        await self._apply_update(producer, update)
+                    except Exception as exc:  # one update never ends the following
+                        log.exception("could not apply an update of %s: %r", update.task, exc)
+        except Exception as exc:  # answering goes on, on the model it has; /healthz is red
+            self.liveness.fail(f"following model-updates stopped: {exc!r}")
+            log.exception("following model-updates stopped")
 
     async def _apply_update(self, producer: AIOKafkaProducer, update: Update) -> None:
         """Verify and build off the hot path; queue for the swap or report the rejection."""
@@ -376,14 +487,10 @@ class Server:
             self._pending[task], self._arrived[task] = predictor, arrived
             return
         manifest = update.manifest
-        if update.blob is None:
+        rejection = update.rejection()
+        if rejection is not None or update.blob is None:
             await self._reject(
-                producer,
-                task,
-                manifest.version,
-                AdapterRejected(
-                    "stale" if update.stale else "malformed", update.problem or "no payload"
-                ),
+                producer, task, manifest.version, rejection or AdapterRejected("malformed", "")
             )
             return
         try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -68,6 +72,31 @@ async def publish(
         )  # fmt: skip
     finally:
         await producer.stop()
+
+
+def start_serve(settings: Settings, task: str = TASK) -> subprocess.Popen[str]:
+    """`streamtune serve` as a real process; returns once it prints that it is serving."""
+    env = {
+        **os.environ,
+        "STREAMTUNE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "STREAMTUNE_TOPIC_PREFIX": settings.topic_prefix,
+        "STREAMTUNE_SERVE_TASKS": task,
+        "STREAMTUNE_SERVE_GROUP_ID": settings.serve_group_id,
+        "STREAMTUNE_SERVE_MAX_BATCH": "32",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamtune.cli", "serve"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if line.startswith("serving "):
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"serve did not start (exit {proc.wait()})")
 
 
 #: A Server in the test's event loop, ready to answer; stopped gracefully on exit.

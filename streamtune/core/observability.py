@@ -162,6 +162,7 @@ class Liveness:
         self._last = time.monotonic()
         self._lag_since: float | None = None
         self._health = Health(True, None, 0.0, 0.0, "starting")
+        self._failed: str | None = None
         if metrics is not None:
             metrics.since_last.set_function(self.seconds_since_last)
 
@@ -221,8 +222,16 @@ class Liveness:
             self._health = Health(True, lag, since, idle, "consuming")
         return self._health
 
+    def fail(self, reason: str) -> None:
+        """A part of the process died that lag cannot show (such as following model-updates):
+        unhealthy from now on, whatever the lag says."""
+        self._failed = reason
+
     @property
     def health(self) -> Health:
+        if self._failed is not None:
+            h = self._health
+            return Health(False, h.lag, h.seconds_since_last_record, h.stalled_for_s, self._failed)
         return self._health
 
 

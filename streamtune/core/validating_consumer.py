@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from schemas import limits
@@ -91,6 +92,7 @@ class ValidatingConsumer(Generic[M]):
         self.dead_letter_topic = settings.topic(DEAD_LETTER)
         self.consumer = consumer or make_consumer(settings, *topics, group_id=group_id)
         self.dead_lettered = 0
+        self._grouped = group_id is not None
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -151,7 +153,29 @@ class ValidatingConsumer(Generic[M]):
                 f"(first: {failures[0]!r})"
             )
         self.dead_lettered += len(batch.dead)
-        if batch.next_offsets:
-            await self.consumer.commit(
-                {tp: OffsetAndMetadata(offset, "") for tp, offset in batch.next_offsets.items()}
-            )
+        await self.commit_offsets(batch.next_offsets)
+
+    async def commit_offsets(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` for the partitions this consumer still owns; False when a
+        rebalance took some or all of them (their new owner processes them again).
+
+        A rebalance is never fatal: aiokafka raises ``IllegalStateError`` for a revoked
+        partition and ``CommitFailedError`` while the group rebalances.
+        """
+        if not offsets:
+            return True
+        owned = self.consumer.assignment() if self._grouped else set(offsets)
+        kept = {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items() if tp in owned}
+        if kept:
+            try:
+                await self.consumer.commit(kept)
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning(
+                    "commit failed in a rebalance (records will be processed again): %s", exc
+                )
+                return False
+        if len(kept) < len(offsets):
+            lost = sorted(f"{tp.topic}[{tp.partition}]" for tp in offsets if tp not in owned)
+            log.warning("not committing revoked partitions %s; their new owner takes them", lost)
+            return False
+        return True

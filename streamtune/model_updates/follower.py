@@ -3,9 +3,15 @@
 ``catch_up()`` returns the newest live update per task present at start-up; ``poll()``
 returns live updates as they arrive afterwards. Payloads are not yet verified: the caller
 checks signature and hash before loading (``models.loader``). The follower checks manifest
-signatures only to keep the per-task sequence floor (``sequence``): a signature-valid live
-manifest older than the newest one seen is handed on as ``stale``, never as a live update,
-so a replayed old manifest cannot roll a consumer back.
+signatures first: a manifest that does not verify is handed on as ``rejected`` without its
+chunks ever being assembled or fetched, so a forged manifest costs nothing. A
+signature-valid live manifest older than the newest one seen (the per-task sequence floor,
+``sequence``) is handed on as ``stale``, never as a live update, so a replayed old manifest
+cannot roll a consumer back.
+
+No record stops the follower: each one is handled on its own, and one that is malformed,
+hostile or makes the handling raise is counted in ``rejected_records``, logged and skipped,
+at start-up (``catch_up``) as afterwards (``poll``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from streamtune.core.errors import StreamtuneError
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
 from streamtune.model_updates.history import fetch_chunks
-from streamtune.model_updates.records import AdapterNotFound, decode_manifest
+from streamtune.model_updates.records import AdapterNotFound, chunk_key, decode_manifest
 from streamtune.model_updates.sequence import SequenceFloor
 
 log = logging.getLogger(__name__)
@@ -44,36 +50,71 @@ class Update:
     blob: bytes | None
     problem: str | None = None  # why the payload could not be assembled, or why it is stale
     stale: bool = False  # signed, but older than the newest live manifest: a replay
+    rejected: AdapterRejected | None = None  # the signature does not verify: never loaded
+
+    def rejection(self) -> AdapterRejected | None:
+        """Why this update cannot be loaded, or None when its payload is here to verify."""
+        if self.rejected is not None:
+            return self.rejected
+        if self.manifest is not None and self.blob is None:
+            return AdapterRejected(
+                "stale" if self.stale else "malformed", self.problem or "no payload"
+            )
+        return None
 
 
 class _ChunkBuffer:
-    """Chunks seen but not yet claimed by a manifest, within a byte budget (oldest out first)."""
+    """Chunks seen but not yet claimed by a manifest, within a byte budget (oldest out first).
 
-    def __init__(self, budget_bytes: int) -> None:
+    Chunks are published before their manifest, so the buffer cannot know an adapter's size
+    yet: one (task, version) may hold at most ``version_budget_bytes``, the whole buffer
+    ``budget_bytes``. A version over its cap is dropped; if its signed manifest comes, the
+    chunks are fetched again by a scan capped at the manifest's size (``fetch_chunks``).
+
+    >>> buf = _ChunkBuffer(budget_bytes=8, version_budget_bytes=4)
+    >>> def chunk(version, index, data):
+    ...     return AdapterChunk(task="tfns-sentiment", version=version, index=index, chunks=4,
+    ...                         data_b64=base64.b64encode(data).decode())
+    >>> buf.add(chunk("v1", 0, b"ab")); buf.add(chunk("v1", 1, b"cd")); buf.size
+    4
+    >>> buf.add(chunk("v1", 2, b"ef")); buf.size, ("tfns-sentiment", "v1") in buf.parts
+    (0, False)
+    """
+
+    def __init__(self, budget_bytes: int, version_budget_bytes: int | None = None) -> None:
         self.budget = budget_bytes
+        self.version_budget = version_budget_bytes or budget_bytes
         self.size = 0
         self.parts: OrderedDict[tuple[str, str], dict[int, bytes]] = OrderedDict()
 
     def add(self, chunk: AdapterChunk) -> None:
-        data = base64.b64decode(chunk.data_b64)
-        parts = self.parts.setdefault((chunk.task, chunk.version), {})
+        data = chunk.data
+        name = (chunk.task, chunk.version)
+        parts = self.parts.setdefault(name, {})
         self.size += len(data) - len(parts.get(chunk.index, b""))
         parts[chunk.index] = data
+        if sum(len(p) for p in parts.values()) > self.version_budget:
+            log.warning(
+                "dropping buffered chunks of %s/%s: over %d bytes", *name, self.version_budget
+            )
+            self._drop(name)
         while self.size > self.budget and len(self.parts) > 1:
-            _, dropped = self.parts.popitem(last=False)
-            self.size -= sum(len(p) for p in dropped.values())
+            self._drop(next(iter(self.parts)))
+
+    def _drop(self, name: tuple[str, str]) -> dict[int, bytes]:
+        dropped = self.parts.pop(name)
+        self.size -= sum(len(p) for p in dropped.values())
+        return dropped
 
     def take(self, manifest: AdapterManifest) -> bytes | None:
-        parts = self.parts.get((manifest.task, manifest.version))
-        if (
-            parts is None
-            or len(parts) < manifest.chunks
-            or any(i not in parts for i in range(manifest.chunks))
-        ):
+        """The adapter's bytes when every chunk is here and they add up to its signed size."""
+        name = (manifest.task, manifest.version)
+        parts = self.parts.get(name)
+        if parts is None or any(i not in parts for i in range(manifest.chunks)):
             return None
-        del self.parts[(manifest.task, manifest.version)]
-        self.size -= sum(len(p) for p in parts.values())
-        return b"".join(parts[i] for i in range(manifest.chunks))
+        self._drop(name)
+        blob = b"".join(parts[i] for i in range(manifest.chunks))
+        return blob if len(blob) == manifest.size_bytes else None
 
 
 class UpdatesFollower:
@@ -97,7 +138,7 @@ class UpdatesFollower:
         self.stale_records = 0
         self.tasks = set(tasks)
         self.topic = settings.topic(MODEL_UPDATES)
-        self.buffer = _ChunkBuffer(buffer_bytes)
+        self.buffer = _ChunkBuffer(buffer_bytes, version_budget_bytes=buffer_bytes // 4)
         self.consumer = make_consumer(
             settings,
             group_id=None,
@@ -126,7 +167,9 @@ class UpdatesFollower:
         latest: dict[str, Update] = {}
         while any([await self.consumer.position(tp) < ends[tp] for tp in self.partitions]):
             for update in await self.poll(timeout_ms=200):
-                if not update.stale:  # a replay seen while catching up changes nothing
+                # A replay or a forgery seen while catching up changes nothing: the newest
+                # signed manifest before it stays the one to serve.
+                if not update.stale and update.rejected is None:
                     latest[update.task] = update
         return latest
 
@@ -135,7 +178,15 @@ class UpdatesFollower:
         updates: list[Update] = []
         for records in batch.values():
             for record in records:
-                update = await self._handle(record.key, record.value)
+                try:
+                    update = await self._handle(record.key, record.value)
+                except Exception as exc:  # one record never stops the follower
+                    self.rejected_records += 1
+                    log.warning(
+                        "ignoring model-updates record %s[%d]@%d that could not be handled: %r",
+                        record.topic, record.partition, record.offset, exc,
+                    )  # fmt: skip
+                    continue
                 if update is not None:
                     updates.append(update)
         return updates
@@ -152,7 +203,9 @@ class UpdatesFollower:
                 self.rejected_records += 1
                 log.warning("ignoring malformed adapter chunk %s: %s", name, exc.reason)
                 return None
-            if chunk.task in self.tasks:
+            if chunk.task in self.tasks and name == chunk_key(
+                chunk.task, chunk.version, chunk.index
+            ):
                 self.buffer.add(chunk)
             return None
         if "@" in name:
@@ -164,6 +217,11 @@ class UpdatesFollower:
             return None
         if manifest.task != name or manifest.task not in self.tasks:
             return None
+        try:  # before any chunk is assembled or fetched: a forgery costs nothing
+            self.keyring.verify(manifest)
+        except AdapterRejected as exc:
+            self.rejected_records += 1
+            return Update(name, manifest, None, exc.reason, rejected=exc)
         stale = self._stale(manifest)
         if stale is not None:
             self.stale_records += 1
@@ -184,12 +242,8 @@ class UpdatesFollower:
         return Update(name, manifest, blob)
 
     def _stale(self, manifest: AdapterManifest) -> str | None:
-        """Why a live manifest is a replay, or None. Only a signature-valid manifest moves the
-        floor: a forged one with a huge sequence cannot lock out the real ones."""
-        try:
-            self.keyring.verify(manifest)
-        except AdapterRejected:
-            return None  # the consumer rejects it on its own, with the reason
+        """Why a signature-valid live manifest is a replay, or None. Only verified manifests
+        reach here, so a forged one with a huge sequence cannot lock out the real ones."""
         reason = self.floor.check(manifest.task, manifest.sequence, manifest.version)
         if reason is None:
             self.floor.advance(manifest.task, manifest.sequence, manifest.version)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-
 from aiokafka import AIOKafkaProducer
 
 from models.signing import Signer, load_signer
@@ -46,16 +44,35 @@ async def _topics(settings: Settings) -> list[str]:
 
 
 async def fetch_chunks(settings: Settings, manifest: AdapterManifest) -> bytes:
-    """Reassemble a chunked adapter by scanning model-updates for its chunk keys."""
+    """Reassemble a chunked adapter by scanning model-updates for its chunk keys.
+
+    Call it for a manifest whose signature verified: its ``size_bytes`` caps what is kept,
+    and a malformed chunk, or one of another adapter under a matching key, is skipped.
+    """
     wanted = {chunk_key(manifest.task, manifest.version, i): i for i in range(manifest.chunks)}
     parts: dict[int, bytes] = {}
+    size = 0
     for key, value in await _scan(settings):
-        if key in wanted and value is not None:
-            try:
-                chunk = AdapterChunk.from_bytes(value, max_bytes=limits.MAX_MODEL_UPDATE_BYTES)
-            except DecodeError:
-                continue
-            parts[wanted[key]] = base64.b64decode(chunk.data_b64)
+        if key not in wanted or value is None:
+            continue
+        try:
+            chunk = AdapterChunk.from_bytes(value, max_bytes=limits.MAX_MODEL_UPDATE_BYTES)
+        except DecodeError:
+            continue
+        if (chunk.task, chunk.version, chunk.index) != (
+            manifest.task,
+            manifest.version,
+            wanted[key],
+        ):
+            continue
+        data = chunk.data
+        size += len(data) - len(parts.get(chunk.index, b""))
+        if size > manifest.size_bytes:
+            raise AdapterNotFound(
+                f"the chunks of {manifest.task}/{manifest.version} on the topic exceed its "
+                f"signed size of {manifest.size_bytes} bytes"
+            )
+        parts[chunk.index] = data
     if len(parts) != manifest.chunks:
         raise AdapterNotFound(
             f"only {len(parts)} of {manifest.chunks} chunks of {manifest.task}/{manifest.version} are on the topic"

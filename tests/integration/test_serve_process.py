@@ -4,10 +4,7 @@ SIGKILL loses nothing either, because only acknowledged work was ever committed.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,35 +15,12 @@ from streamtune.core.settings import Settings
 from streamtune.replay import read_rows, replay
 from tests.conftest import DATA
 from tests.kafka_helpers import committed, read_all
+from tests.serve_helpers import start_serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TASK = "tfns-sentiment"
 N = 600
-
-
-def start_serve(settings: Settings) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "STREAMTUNE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "STREAMTUNE_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAMTUNE_SERVE_TASKS": TASK,
-        "STREAMTUNE_SERVE_GROUP_ID": settings.serve_group_id,
-        "STREAMTUNE_SERVE_MAX_BATCH": "32",
-        "PYTHONUNBUFFERED": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamtune.cli", "serve"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 180
-    for line in proc.stdout:  # type: ignore[union-attr]
-        if line.startswith("serving "):
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"serve did not start (exit {proc.wait()})")
 
 
 def produce(settings: Settings, n: int, rate: float) -> None:
