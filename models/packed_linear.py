@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from models.device import bf16_supported
+
 log = logging.getLogger(__name__)
 
 Activation = Literal["none", "gelu"]
@@ -85,7 +87,9 @@ def packing_supported(dtype: torch.dtype) -> bool:
     (with the GELU fused and without). Checked once per dtype; a failure is logged."""
     if dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
         return False
-    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    # The same measured decision as serve's ``auto`` and training's autocast: where bf16 is
+    # emulated (or only marginally faster) its packed kernels are not used either.
+    if dtype == torch.bfloat16 and not bf16_supported(torch.device("cpu")):
         return False
     try:
         generator = torch.Generator().manual_seed(0)

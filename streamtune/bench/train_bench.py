@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from models.artifact import LoraSpec
+from models.device import bf16_supported
 from models.loader import load_base
 from models.metrics import accuracy, macro_f1
 from models.seed import split_seed_data
@@ -129,4 +130,6 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         "lora_r": spec.r,
         "lora_targets": ",".join(spec.target_modules),
         "bf16_autocast": config.bf16,
+        # What training ran at: bf16 autocast only where asked for and measured faster.
+        "precision": "bf16" if config.bf16 and bf16_supported(device) else "fp32",
     }

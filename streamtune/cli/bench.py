@@ -11,8 +11,9 @@ from streamtune.core.settings import Settings
 
 #: Benchmark name -> "module:function"; each function takes (Settings, Namespace) and returns
 #: the figures as a flat dict (or a list of them, one per scenario), printed as one JSON line
-#: each with --json. ``make bench`` (``python -m streamtune.bench.results run``) runs every
-#: one listed here, in this order.
+#: each with --json, with ``precision`` and ``precision_probe_ms`` added where the figures lack
+#: them. ``make bench`` (``python -m streamtune.bench.results run``) runs every one listed
+#: here, in this order.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
     "stream": "streamtune.bench.stream_bench:run",
@@ -29,6 +30,19 @@ BENCHES: dict[str, str] = {
 Figures = dict[str, object]
 
 
+def precision_figures(settings: Settings) -> Figures:
+    """``precision`` (serve's, as configured: what ``auto`` resolved to) and the probe's
+    matrix-multiply times behind ``auto``, added to every benchmark's lines."""
+    from models.device import precision_probe, resolve_device, resolve_precision
+
+    device = resolve_device(settings)
+    probe = precision_probe(device, settings.cache_dir)
+    return {
+        "precision": resolve_precision(settings, device),
+        "precision_probe_ms": {"fp32": probe.fp32_ms, "bf16": probe.bf16_ms},
+    }
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -38,8 +52,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run: Callable[[Settings, argparse.Namespace], Figures | list[Figures]] = getattr(
         importlib.import_module(module), function
     )
-    result = run(settings_from_args(args), args)
+    settings = settings_from_args(args)
+    # Probed before the run, so that no timed stretch of it pays for the measurement.
+    precision = precision_figures(settings)
+    result = run(settings, args)
     for figures in result if isinstance(result, list) else [result]:
+        figures = {**figures, **{k: v for k, v in precision.items() if k not in figures}}
         if args.json:
             print(orjson.dumps(figures).decode(), flush=True)
         else:

@@ -54,7 +54,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from streamtune.core import precision
 from streamtune.core.clients import make_admin, make_consumer
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
@@ -65,6 +68,44 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Records per batch: powers of two up to the largest batch any process takes.
 BATCH_BUCKETS = tuple(float(2**i) for i in range(13))
+
+
+class _PrecisionCollector(Collector):
+    """The precision this process chose per device and the matrix-multiply times behind it,
+    read at each scrape from what ``models.device`` recorded (nothing until it has run).
+
+    >>> from streamtune.core.precision import PrecisionProbe
+    >>> probe = PrecisionProbe("cpu", fp32_ms=8.1, bf16_ms=13.9, bf16_native=True, choice="fp32")
+    >>> collector = _PrecisionCollector(lambda: [probe])
+    >>> [(s.labels, s.value) for family in collector.collect() for s in family.samples]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [({'device': 'cpu', 'dtype': 'fp32'}, 8.1), ({'device': 'cpu', 'dtype': 'bf16'}, 13.9),
+     ({'device': 'cpu', 'precision': 'fp32'}, 1.0)]
+    """
+
+    def __init__(
+        self, probes: Callable[[], Iterable[precision.PrecisionProbe]] = precision.recorded
+    ) -> None:
+        self._probes = probes
+
+    def collect(self) -> Iterator[Metric]:
+        timings = GaugeMetricFamily(
+            "streamtune_precision_probe_ms",
+            "Median ms of the precision probe's matrix multiply, by device and dtype",
+            labels=["device", "dtype"],
+        )
+        choice = GaugeMetricFamily(
+            "streamtune_precision_choice_info",
+            "1 for the precision measured as faster per device (serve_precision=auto, autocast)",
+            labels=["device", "precision"],
+        )
+        for probe in self._probes():
+            timings.add_metric([probe.device, "fp32"], probe.fp32_ms)
+            if probe.bf16_ms is not None:
+                timings.add_metric([probe.device, "bf16"], probe.bf16_ms)
+            choice.add_metric([probe.device, probe.choice], 1.0)
+        yield timings
+        yield choice
 
 
 class Metrics:
@@ -128,6 +169,7 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        r.register(_PrecisionCollector())
         self._live: dict[str, str] = {}
 
     def set_live_adapter(self, task: str, version: str) -> None:

@@ -39,8 +39,9 @@ REQUIRED: dict[str, set[str]] = {
         "hf_pipeline_fp32_best_texts_per_s", "hf_pipeline_best_batch",
         "hf_pipeline_bf16_texts_per_s", "serve_fp32_texts_per_s", "serve_texts_per_s",
         "ratio_fp32_vs_pipeline_fp32", "flop_bound_texts_per_s", "ratio_vs_flop_bound",
-        "device",
+        "device", "precision", "precision_probe_ms",
     },
+    "train": {"precision", "precision_probe_ms"},
 }  # fmt: skip
 
 #: Table keys a benchmark may legitimately lack (none now).
