@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.artifact import AdapterConfig, LoraSpec, sha256_hex, unpack
+from models.artifact import AdapterConfig, LoraSpec, unpack
 from models.base_encoder import load_encoder, load_tokenizer, locate_base_model
 from models.device import resolve_device, resolve_precision
 from models.errors import AdapterRejected
@@ -24,7 +24,7 @@ from models.lora import adapter_shapes, build_serving_model, check_compatible, c
 from models.packed_linear import packed_layers
 from models.seed import REPO_DATA, seed_adapter
 from models.shared_build import build_shared_model, clone_with
-from models.signing import Keyring
+from models.signing import Keyring, verify_blob
 from schemas.messages import AdapterManifest
 from schemas.tasks import get_task
 from streamtune.core.settings import Settings
@@ -109,18 +109,9 @@ class LoadedBase:
 
 
 def verify_adapter(manifest: AdapterManifest, blob: bytes, keyring: Keyring) -> None:
-    """Raise :class:`AdapterRejected` unless ``blob`` is exactly what a trusted key signed."""
-    if len(blob) != manifest.size_bytes:
-        raise AdapterRejected(
-            "tampered", f"adapter is {len(blob)} bytes; the manifest says {manifest.size_bytes}"
-        )
-    digest = sha256_hex(blob)
-    if digest != manifest.sha256:
-        raise AdapterRejected(
-            "tampered",
-            f"sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}...",
-        )
-    keyring.verify(manifest)
+    """Raise :class:`AdapterRejected` unless ``blob`` is exactly what a trusted key signed
+    (``models.signing.verify_blob``, which needs no torch: ``streamtune rollback`` uses it)."""
+    verify_blob(manifest, blob, keyring)
 
 
 def load_verified(

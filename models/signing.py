@@ -45,11 +45,15 @@ def key_id_of(public: Ed25519PublicKey) -> str:
 def signing_payload(manifest: AdapterManifest) -> bytes:
     """The canonical bytes a signature covers.
 
-    ``sequence`` is signed when set; a manifest without it (sequence 0, signed before the
-    field existed) is covered by exactly the bytes it was signed over then, so it still
-    verifies.
+    ``sequence`` and ``revert_to_base`` are signed when set; a manifest without them
+    (signed before the fields existed) is covered by exactly the bytes it was signed over
+    then, so it still verifies.
     """
-    excluded = _UNSIGNED_FIELDS | ({"sequence"} if manifest.sequence == 0 else set())
+    excluded = set(_UNSIGNED_FIELDS)
+    if manifest.sequence == 0:
+        excluded.add("sequence")
+    if not manifest.revert_to_base:
+        excluded.add("revert_to_base")
     fields = manifest.model_dump(mode="json", exclude=excluded)
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
@@ -130,6 +134,22 @@ class Keyring:
             raise AdapterRejected(
                 "bad_signature", f"signature of {manifest.task}/{manifest.version} does not verify"
             ) from None
+
+
+def verify_blob(manifest: AdapterManifest, blob: bytes, keyring: Keyring) -> None:
+    """Raise :class:`AdapterRejected` unless ``blob`` is exactly what a trusted key signed:
+    its size and sha256 match the manifest, and the manifest's signature verifies."""
+    if len(blob) != manifest.size_bytes:
+        raise AdapterRejected(
+            "tampered", f"adapter is {len(blob)} bytes; the manifest says {manifest.size_bytes}"
+        )
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != manifest.sha256:
+        raise AdapterRejected(
+            "tampered",
+            f"sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}...",
+        )
+    keyring.verify(manifest)
 
 
 def generate_keypair(stem: Path) -> tuple[Path, Path]:

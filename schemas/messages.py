@@ -226,7 +226,8 @@ class TrainJob(Message):
 
 
 #: The version every prediction names before any adapter is live: the task's seed model
-#: (the base encoder with its seed head). A rollback to it is a tombstone on the task's key.
+#: (the base encoder with its seed head). A rollback to it is a signed manifest with
+#: ``revert_to_base`` (never a tombstone, which consumers ignore).
 SEED_VERSION = "base"
 
 
@@ -234,7 +235,9 @@ class AdapterManifest(Message):
     """A signed adapter announcement on ``model-updates`` (compacted). Key: task.
 
     The adapter itself is a safetensors file plus a JSON config; it travels inline
-    (``payload_b64``) when small, or in ``chunks`` separate records otherwise.
+    (``payload_b64``) when small, or in ``chunks`` separate records otherwise. A manifest
+    with ``revert_to_base`` carries no adapter: signed like any other, it returns the task
+    to its seed model (``streamtune rollback TASK --to base``).
     """
 
     task: TaskName
@@ -243,7 +246,7 @@ class AdapterManifest(Message):
     base_model_id: ShortStr
     num_labels: int = Field(ge=1, le=limits.MAX_LABELS)
     sha256: Sha256Hex
-    size_bytes: int = Field(ge=1, le=1 << 30)
+    size_bytes: int = Field(ge=0, le=1 << 30, description="0 only in a revert_to_base manifest")
     metrics: MetricMap = Field(default_factory=dict)
     created_ts_ms: TimestampMs
     key_id: ShortStr
@@ -266,9 +269,28 @@ class AdapterManifest(Message):
         ),
     )
 
+    revert_to_base: bool = Field(
+        default=False,
+        description=(
+            "signed: the task returns to its seed model. Such a manifest has version 'base' and "
+            "no payload (size_bytes 0, an empty inline payload); absent (false) in adapters, "
+            "so manifests signed before the field existed still verify"
+        ),
+    )
+
     @model_validator(mode="after")
     def _transfer_consistent(self) -> AdapterManifest:
         _check_label(self.task, self.num_labels - 1, "num_labels")
+        if self.revert_to_base:
+            if self.version != SEED_VERSION or self.size_bytes != 0 or self.payload_b64 != "":
+                raise ValueError(
+                    f"revert_to_base: needs version {SEED_VERSION!r}, size_bytes 0 and an "
+                    "empty inline payload"
+                )
+        elif self.version == SEED_VERSION:
+            raise ValueError(f"version: {SEED_VERSION!r} names the seed model, not an adapter")
+        elif self.size_bytes == 0:
+            raise ValueError("size_bytes: an adapter has at least one byte")
         if self.transfer == "inline" and self.payload_b64 is None:
             raise ValueError("payload_b64: required when transfer is 'inline'")
         if self.transfer == "chunked" and self.payload_b64 is not None:

@@ -479,15 +479,25 @@ class Server:
         loop = asyncio.get_running_loop()
         task = update.task
         arrived = self.stats.answered
-        if update.manifest is None:
+        rejection = update.rejection()
+        if update.manifest is None:  # a tombstone: unsigned, so never a return to the seed
+            await self._reject(
+                producer, task, SEED_VERSION, rejection or AdapterRejected("unsigned", "")
+            )
+            return
+        manifest = update.manifest
+        if rejection is None and manifest.revert_to_base:
+            try:  # the follower checked it; a revert is verified here too, like an adapter
+                self.keyring.verify(manifest)
+            except AdapterRejected as exc:
+                await self._reject(producer, task, manifest.version, exc)
+                return
             predictor = await loop.run_in_executor(
                 self._build,
                 lambda: self.base.predictor(self.seeds[task], task=task, version=SEED_VERSION),
             )
             self._pending[task], self._arrived[task] = predictor, arrived
             return
-        manifest = update.manifest
-        rejection = update.rejection()
         if rejection is not None or update.blob is None:
             await self._reject(
                 producer, task, manifest.version, rejection or AdapterRejected("malformed", "")

@@ -27,9 +27,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
         async def announce() -> None:
             await monitor.ready.wait()
+            topics = f"topics {settings.topic_prefix or '(no prefix)'}*"
+            if monitor.url is None:  # port 0, or taken (logged)
+                print(f"monitor: no dashboard (port {monitor.port}); {topics}", flush=True)
+                return
+            guarded = ", token required" if settings.dashboard_token() else ""
             print(
-                f"monitor: dashboard on http://127.0.0.1:{monitor.port}/ "
-                f"(/metrics, /healthz); topics {settings.topic_prefix or '(no prefix)'}*",
+                f"monitor: dashboard on {monitor.url} (/metrics, /healthz{guarded}); {topics}",
                 flush=True,
             )
 

@@ -68,7 +68,7 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         print(
             f"{mark} {m.version:<24} parent={m.parent_version or '-':<20} {m.transfer:<7} {m.size_bytes:>9} B  key={m.key_id}  {metrics}"
         )
-    if live is None:
+    if live is None or live.revert_to_base:
         print("(live: base)")
     return 0
 
@@ -86,7 +86,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             target = await rollback(producer, settings, args.task, args.to)
         finally:
             await producer.stop()
-        return "base" if target is None else target.version
+        return target.version
 
     print(f"{args.task} rolled back to {asyncio.run(main())}")
     return 0
@@ -127,7 +127,9 @@ def register(sub: Any) -> None:
     )
     rb.add_argument("task")
     rb.add_argument(
-        "--to", help="version to restore (default: the live one's parent; 'base' = no adapter)"
+        "--to",
+        help="version to restore (default: the live one's parent; 'base' = the seed model, "
+        "by a signed manifest)",
     )
     add_connection_options(rb)
     rb.set_defaults(func=cmd_rollback)

@@ -437,11 +437,14 @@ def http_app(
 async def serve_http(
     app: web.Application,
     port: int,
-    host: str = "0.0.0.0",  # noqa: S104 (scraped from outside)
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[web.AppRunner | None]:
-    """Serve ``app`` on ``port`` while the block runs; port 0 serves nothing.
+    """Serve ``app`` on ``host:port`` while the block runs; port 0 serves nothing.
 
-    A port already taken is logged and skipped: monitoring never stops the stream.
+    ``host`` is ``Settings.http_host``: loopback unless the deployment opens it (a container
+    whose port Prometheus scrapes or that is published). ``runner.addresses`` holds where it
+    really listens. A port already taken is logged and skipped: monitoring never stops the
+    stream.
     """
     if not port:
         yield None
@@ -451,11 +454,11 @@ async def serve_http(
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
-        log.error("cannot serve /metrics and /healthz on port %d: %s", port, exc)
+        log.error("cannot serve /metrics and /healthz on %s:%d: %s", host, port, exc)
         await runner.cleanup()
         yield None
         return
-    log.info("serving /metrics and /healthz on port %d", port)
+    log.info("serving /metrics and /healthz on %s:%d", host, port)
     try:
         yield runner
     finally:
@@ -479,7 +482,7 @@ async def observed(
     stop = asyncio.Event()
     lag = GroupLag(settings, group_id, topics)
     watcher: asyncio.Task[None] | None = None
-    async with serve_http(http_app(metrics, liveness), port):
+    async with serve_http(http_app(metrics, liveness), port, settings.http_host):
         try:
             try:
                 await lag.start()

@@ -345,6 +345,17 @@ class Settings(BaseSettings):
     )
 
     # --- Monitoring -----------------------------------------------------------------------
+    http_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="address every HTTP server binds (/metrics, /healthz, the dashboard): "
+        "loopback unless set; 0.0.0.0 in a container whose port is reached from outside",
+    )
+    monitor_token: SecretStr | None = Field(
+        None,
+        description="when set, the dashboard and /api/state need `Authorization: Bearer "
+        "<token>` or `?token=<token>` (/metrics and /healthz stay open); empty: none",
+    )
     serve_metrics_port: int = Field(
         9101, ge=0, le=65535, description="serve's /metrics and /healthz (0: off)"
     )
@@ -589,6 +600,12 @@ class Settings(BaseSettings):
             raise ConfigError(f"cannot build the TLS context: {exc}") from None
         context.check_hostname = self.ssl_check_hostname
         return context
+
+    def dashboard_token(self) -> str | None:
+        """The monitor's token (``monitor_token``), or None when none is set; empty is none,
+        so compose can pass ``${STREAMTUNE_MONITOR_TOKEN:-}`` through."""
+        token = self.monitor_token.get_secret_value() if self.monitor_token else ""
+        return token or None
 
     def webhook_token(self) -> str | None:
         """The webhook's bearer token, from the file if one is named, else the environment."""

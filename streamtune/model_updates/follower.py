@@ -7,7 +7,13 @@ signatures first: a manifest that does not verify is handed on as ``rejected`` w
 chunks ever being assembled or fetched, so a forged manifest costs nothing. A
 signature-valid live manifest older than the newest one seen (the per-task sequence floor,
 ``sequence``) is handed on as ``stale``, never as a live update, so a replayed old manifest
-cannot roll a consumer back.
+cannot roll a consumer back. The floor is seeded from the signature-valid history records
+(``TASK@VERSION``) as well, so it survives a restart: when compaction has dropped the live
+record a replay superseded, ``catch_up`` serves the newest signed manifest, not the replay.
+
+The model changes only by a signed act: a return to the seed model is a signed manifest
+(``revert_to_base``, see ``records.revert_manifest``), and a tombstone on a task's key is
+handed on as ``rejected`` (``unsigned``), counted in ``ignored_tombstones``, never as a revert.
 
 No record stops the follower: each one is handled on its own, and one that is malformed,
 hostile or makes the handling raise is counted in ``rejected_records``, logged and skipped,
@@ -32,17 +38,29 @@ from streamtune.core.errors import StreamtuneError
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
 from streamtune.model_updates.history import fetch_chunks
-from streamtune.model_updates.records import AdapterNotFound, chunk_key, decode_manifest
-from streamtune.model_updates.sequence import SequenceFloor
+from streamtune.model_updates.records import (
+    AdapterNotFound,
+    chunk_key,
+    decode_manifest,
+    history_key,
+)
+from streamtune.model_updates.sequence import MAX_AHEAD_US, SequenceFloor, clock_us, plausible
 
 log = logging.getLogger(__name__)
+
+TOMBSTONE = (
+    "a tombstone on the task's key is no signed rollback and is ignored "
+    "(return to the seed model with `streamtune rollback TASK --to base`)"
+)
 
 
 @dataclass(frozen=True)
 class Update:
     """A live manifest and its payload, as read from model-updates (not yet verified).
 
-    ``manifest`` is None for a rollback to the base model (a tombstone on the task's key).
+    A signed return to the seed model has a ``revert_to_base`` manifest and no payload
+    (:attr:`reverts`). ``manifest`` is None only for a tombstone on the task's key, which
+    comes ``rejected`` (``unsigned``): it is reported, and never reverts anything.
     """
 
     task: str
@@ -53,14 +71,24 @@ class Update:
     rejected: AdapterRejected | None = None  # the signature does not verify: never loaded
 
     def rejection(self) -> AdapterRejected | None:
-        """Why this update cannot be loaded, or None when its payload is here to verify."""
+        """Why this update cannot be applied, or None when its payload is here to verify (or
+        it is a signed return to the seed model)."""
         if self.rejected is not None:
             return self.rejected
-        if self.manifest is not None and self.blob is None:
+        if self.manifest is None:
+            return AdapterRejected("unsigned", self.problem or TOMBSTONE)
+        if self.stale or (self.blob is None and not self.manifest.revert_to_base):
             return AdapterRejected(
                 "stale" if self.stale else "malformed", self.problem or "no payload"
             )
         return None
+
+    @property
+    def reverts(self) -> bool:
+        """A signature-valid, current manifest that returns the task to its seed model."""
+        return (
+            self.manifest is not None and self.manifest.revert_to_base and self.rejection() is None
+        )
 
 
 class _ChunkBuffer:
@@ -135,7 +163,9 @@ class UpdatesFollower:
         self.settings = settings
         self.keyring = keyring if keyring is not None else load_keyring(settings)
         self.floor = SequenceFloor()
+        self.newest: dict[str, AdapterManifest] = {}  # the signed manifest at each floor
         self.stale_records = 0
+        self.ignored_tombstones = 0
         self.tasks = set(tasks)
         self.topic = settings.topic(MODEL_UPDATES)
         self.buffer = _ChunkBuffer(buffer_bytes, version_budget_bytes=buffer_bytes // 4)
@@ -165,13 +195,31 @@ class UpdatesFollower:
         """Read up to the end offsets as of now; the newest live update per served task."""
         ends = await self.consumer.end_offsets(self.partitions)
         latest: dict[str, Update] = {}
+        replayed: set[str] = set()
         while any([await self.consumer.position(tp) < ends[tp] for tp in self.partitions]):
             for update in await self.poll(timeout_ms=200):
-                # A replay or a forgery seen while catching up changes nothing: the newest
-                # signed manifest before it stays the one to serve.
-                if not update.stale and update.rejected is None:
+                # A replay, a forgery or a tombstone seen while catching up changes nothing:
+                # the newest signed manifest before it stays the one to serve.
+                if update.stale:
+                    replayed.add(update.task)
+                elif update.rejected is None:
                     latest[update.task] = update
+        for task in replayed:
+            await self._newest_instead(task, latest)
         return latest
+
+    async def _newest_instead(self, task: str, latest: dict[str, Update]) -> None:
+        """When a task's live record was a replay and compaction dropped the newer live record
+        it superseded, serve the newest signed manifest (from history), not the seed model."""
+        newest, current = self.newest.get(task), latest.get(task)
+        live = current.manifest if current is not None else None
+        if newest is None or (live is not None and live.sequence >= newest.sequence):
+            return
+        log.warning(
+            "the live record of %s is a replay; serving the newest signed manifest, %s",
+            task, newest.version,
+        )  # fmt: skip
+        latest[task] = await self._with_payload(task, newest)
 
     async def poll(self, timeout_ms: int = 500) -> list[Update]:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms)
@@ -194,8 +242,14 @@ class UpdatesFollower:
     async def _handle(self, key: bytes | None, value: bytes | None) -> Update | None:
         name = (key or b"").decode("utf-8", "replace")
         if value is None:
-            # A tombstone on a task's key rolls it back to the base model.
-            return Update(name, None, None) if name in self.tasks else None
+            if name not in self.tasks:
+                return None
+            # Unsigned, so never a rollback: reported, and the served model stays.
+            self.ignored_tombstones += 1
+            log.warning("ignoring a tombstone on %s: %s", name, TOMBSTONE)
+            return Update(
+                name, None, None, TOMBSTONE, rejected=AdapterRejected("unsigned", TOMBSTONE)
+            )
         if "#" in name:
             try:
                 chunk = AdapterChunk.from_bytes(value, max_bytes=limits.MAX_MODEL_UPDATE_BYTES)
@@ -209,7 +263,9 @@ class UpdatesFollower:
                 self.buffer.add(chunk)
             return None
         if "@" in name:
-            return None  # history, used by rollback only
+            if name.split("@", 1)[0] in self.tasks:
+                self._seed_floor(name, value)
+            return None
         manifest = decode_manifest(value)
         if isinstance(manifest, str):
             self.rejected_records += 1
@@ -227,6 +283,12 @@ class UpdatesFollower:
             self.stale_records += 1
             log.warning("ignoring a replayed adapter manifest: %s", stale)
             return Update(name, manifest, None, stale, stale=True)
+        return await self._with_payload(name, manifest)
+
+    async def _with_payload(self, name: str, manifest: AdapterManifest) -> Update:
+        """The update of a signature-valid manifest, with its payload assembled or fetched."""
+        if manifest.revert_to_base:
+            return Update(name, manifest, None)  # signed, and no payload to fetch
         if manifest.transfer == "inline":
             try:
                 blob = base64.b64decode(manifest.payload_b64 or "", validate=True)
@@ -244,7 +306,36 @@ class UpdatesFollower:
     def _stale(self, manifest: AdapterManifest) -> str | None:
         """Why a signature-valid live manifest is a replay, or None. Only verified manifests
         reach here, so a forged one with a huge sequence cannot lock out the real ones."""
+        if not plausible(manifest.sequence, clock_us()):
+            # Signed, yet it would make every later manifest stale for years: refused.
+            return (
+                f"sequence {manifest.sequence} of {manifest.task}/{manifest.version} is more "
+                f"than {MAX_AHEAD_US} µs ahead of this clock"
+            )
         reason = self.floor.check(manifest.task, manifest.sequence, manifest.version)
         if reason is None:
             self.floor.advance(manifest.task, manifest.sequence, manifest.version)
+            self.newest[manifest.task] = manifest
         return reason
+
+    def _seed_floor(self, name: str, value: bytes) -> None:
+        """Raise the floor to a signature-valid history record (``TASK@VERSION``), so that
+        replay protection survives a restart after compaction; forgeries are counted."""
+        manifest = decode_manifest(value)
+        if isinstance(manifest, str):
+            self.rejected_records += 1
+            log.warning("ignoring malformed history record %r: %s", name, manifest)
+            return
+        if name != history_key(manifest.task, manifest.version):
+            return
+        try:
+            self.keyring.verify(manifest)
+        except AdapterRejected as exc:
+            self.rejected_records += 1
+            log.warning("ignoring history record %r that does not verify: %s", name, exc)
+            return
+        if not plausible(manifest.sequence, clock_us()):
+            log.warning("ignoring history record %r: its sequence is far in the future", name)
+        elif self.floor.check(manifest.task, manifest.sequence, manifest.version) is None:
+            self.floor.advance(manifest.task, manifest.sequence, manifest.version)
+            self.newest[manifest.task] = manifest

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import logging
+
 from aiokafka import AIOKafkaProducer
 
-from models.signing import Signer, load_signer
+from models.errors import AdapterRejected
+from models.signing import Keyring, Signer, load_keyring, load_signer, verify_blob
 from schemas import limits
 from schemas.base import DecodeError
 from schemas.fields import now_ms
@@ -13,14 +17,23 @@ from schemas.topics import MODEL_UPDATES
 from streamtune.core.clients import make_admin
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import read_topic
-from streamtune.model_updates.publisher import event, publish_event
+from streamtune.model_updates.publisher import event, publish_adapter, publish_event
 from streamtune.model_updates.records import (
     AdapterNotFound,
     chunk_key,
     decode_manifest,
     history_key,
+    revert_manifest,
 )
-from streamtune.model_updates.sequence import clock_us, next_sequence
+from streamtune.model_updates.sequence import (
+    MAX_AHEAD_US,
+    SequenceFloor,
+    clock_us,
+    next_sequence,
+    plausible,
+)
+
+log = logging.getLogger(__name__)
 
 
 async def _scan(settings: Settings) -> list[tuple[str, bytes | None]]:
@@ -81,31 +94,71 @@ async def fetch_chunks(settings: Settings, manifest: AdapterManifest) -> bytes:
 
 
 async def history(
-    settings: Settings, task: str
+    settings: Settings, task: str, keyring: Keyring | None = None
 ) -> tuple[list[AdapterManifest], AdapterManifest | None]:
-    """(every published manifest of ``task`` oldest first, the live one).
+    """(every published adapter manifest of ``task`` oldest first, the live one).
 
-    A live record older (by sequence) than one before it is a replay that consumers reject,
-    so it does not count as live here either."""
+    Only manifests a trusted key signed (``keyring``, default the trusted keys of
+    ``settings``) with a plausible sequence count; anything else on the topic is someone
+    else's record and is skipped. The live one is what consumers serve: the newest live
+    record at or above the sequence floor (history records included), or the newest signed
+    manifest when the last live record is a replay. It may be a ``revert_to_base`` manifest.
+    """
+    keyring = keyring if keyring is not None else load_keyring(settings)
     versions: dict[str, AdapterManifest] = {}
-    live = None
-    floor = 0
+    floor = SequenceFloor()
+    live: AdapterManifest | None = None
+    newest: AdapterManifest | None = None
+    now = clock_us()
     for key, value in await _scan(settings):
-        if key == task and value is None:
-            live = None  # rolled back to base
+        if (key != task and not key.startswith(f"{task}@")) or "#" in key or value is None:
+            continue  # chunks, other tasks, and tombstones (never a rollback: not signed)
+        manifest = _verified(key, value, keyring, now)
+        if manifest is None or manifest.task != task:
             continue
-        if "#" in key or value is None:
-            continue
-        manifest = decode_manifest(value)
-        if isinstance(manifest, str) or manifest.task != task:
-            continue
+        fresh = floor.check(task, manifest.sequence, manifest.version) is None
+        if fresh:
+            floor.advance(task, manifest.sequence, manifest.version)
+            newest = manifest
         if key == task:
-            if manifest.sequence >= floor:
-                live, floor = manifest, manifest.sequence
-        elif key == history_key(task, manifest.version):
+            live = manifest if fresh else newest
+        elif key == history_key(task, manifest.version) and not manifest.revert_to_base:
             versions.pop(manifest.version, None)  # re-insert: keep publication order
             versions[manifest.version] = manifest
     return list(versions.values()), live
+
+
+def _verified(key: str, value: bytes, keyring: Keyring, now_us: int) -> AdapterManifest | None:
+    """The manifest in a record if a trusted key signed it with a plausible sequence."""
+    manifest = decode_manifest(value)
+    if isinstance(manifest, str):
+        return None
+    try:
+        keyring.verify(manifest)
+    except AdapterRejected as exc:
+        log.warning("ignoring %s on model-updates: %s", key, exc)
+        return None
+    if not plausible(manifest.sequence, now_us):
+        log.warning(
+            "ignoring %s on model-updates: its sequence %d is more than %d µs ahead of the clock",
+            key, manifest.sequence, MAX_AHEAD_US,
+        )  # fmt: skip
+        return None
+    return manifest
+
+
+async def verified_blob(settings: Settings, manifest: AdapterManifest, keyring: Keyring) -> bytes:
+    """The adapter bytes of a manifest, checked (size, sha256, signature) before anyone signs
+    it anew. Raises :class:`AdapterRejected` or :class:`AdapterNotFound`."""
+    if manifest.transfer == "inline":
+        try:
+            blob = base64.b64decode(manifest.payload_b64 or "", validate=True)
+        except ValueError:
+            raise AdapterRejected("malformed", "inline payload is not valid base64") from None
+    else:
+        blob = await fetch_chunks(settings, manifest)
+    verify_blob(manifest, blob, keyring)
+    return blob
 
 
 async def rollback(
@@ -115,45 +168,48 @@ async def rollback(
     to_version: str | None,
     *,
     signer: Signer | None = None,
-) -> AdapterManifest | None:
+    keyring: Keyring | None = None,
+) -> AdapterManifest:
     """Make an earlier adapter live again (default: the live one's parent), on purpose.
 
-    A rollback is a new signed act: the earlier manifest is signed anew (``signer``, default
-    the trainer key from settings) with a sequence above every one published for the task,
-    so consumers, which reject a live manifest older than the one they serve, accept it.
+    A rollback is a new signed act, and what it signs it has verified first: the earlier
+    manifest must verify against the trusted keys (``keyring``, default from settings) and
+    its blob against the manifest (size, sha256); it is then signed anew (``signer``,
+    default the trainer key) with a sequence above every *verified* one of the task, so
+    consumers, which reject a live manifest older than the one they serve, accept it.
     Re-sending the old signed bytes would be rejected as a replay.
 
-    Rolling back to ``base`` writes a tombstone on the task's key: consumers return to the
-    seed model, and compaction eventually forgets the key. Returns the manifest made live
-    (None for base).
+    ``base`` (``SEED_VERSION``) signs a ``revert_to_base`` manifest: consumers return to
+    the seed model. Either is written as a history record (``TASK@VERSION``), which keeps
+    the new sequence floor after compaction, and as the live record. Returns the manifest
+    made live.
     """
-    published, live = await history(settings, task)
+    keyring = keyring if keyring is not None else load_keyring(settings)
+    published, live = await history(settings, task, keyring)
     if live is None:
         raise AdapterNotFound(
-            f"task {task!r} has no live adapter on {settings.topic(MODEL_UPDATES)}"
+            f"task {task!r} has no live adapter on {settings.topic(MODEL_UPDATES)} signed by a "
+            "trusted key"
         )
+    # Only verified, plausible sequences count: a forged one near 2**62 changes nothing.
+    sequence = next_sequence(max([live.sequence, *(m.sequence for m in published)]), clock_us())
     target_version = to_version or live.parent_version or SEED_VERSION
     if target_version == SEED_VERSION:
-        await producer.send_and_wait(settings.topic(MODEL_UPDATES), None, key=task.encode())
-        return None
-    by_version = {m.version: m for m in published}
-    if target_version not in by_version:
-        known = ", ".join(by_version) or "none"
-        raise AdapterNotFound(
-            f"no published version {target_version!r} of {task!r} (published: {known})"
-        )
-    signer = signer or load_signer(settings)
-    highest = max([live.sequence, *(m.sequence for m in published)])
-    created = now_ms()
-    # The old blob (same version, sha256 and payload), a new sequence and signature.
-    target = signer.sign(
-        by_version[target_version].model_copy(
-            update={"sequence": next_sequence(highest, clock_us()), "created_ts_ms": created}
-        )
-    )
-    await producer.send_and_wait(
-        settings.topic(MODEL_UPDATES), target.to_bytes(), key=task.encode()
-    )
+        unsigned = revert_manifest(live, sequence)
+    else:
+        by_version = {m.version: m for m in published}
+        if target_version not in by_version:
+            known = ", ".join(by_version) or "none"
+            raise AdapterNotFound(
+                f"no published version {target_version!r} of {task!r} signed by a trusted key "
+                f"(published: {known})"
+            )
+        earlier = by_version[target_version]
+        await verified_blob(settings, earlier, keyring)
+        # The old blob (same version, sha256 and payload), a new sequence and signature.
+        unsigned = earlier.model_copy(update={"sequence": sequence, "created_ts_ms": now_ms()})
+    target = (signer or load_signer(settings)).sign(unsigned)
+    await publish_adapter(producer, settings, target, [])  # history record, then live record
     await publish_event(
         producer, settings, event(task, target.version, "rolled_back", settings.client_id)
     )

@@ -24,6 +24,16 @@ True
 True
 >>> next_sequence(previous=7, now_us=5), next_sequence(previous=7, now_us=1_700_000_000_000_000)
 (8, 1700000000000000)
+
+A consumer seeds its floor from the signed history records (``TASK@VERSION``) as well as the
+live ones, so the floor survives a restart even after compaction dropped the live record
+that set it. ``streamtune rollback`` counts only sequences it could verify, and none more
+than ``MAX_AHEAD_US`` ahead of its clock (:func:`plausible`), so one manifest with a
+sequence near 2**62 cannot make every later publish stale.
+
+>>> now = 1_700_000_000_000_000
+>>> plausible(now + MAX_AHEAD_US, now), plausible(2**62, now)
+(True, False)
 """
 
 from __future__ import annotations
@@ -35,6 +45,16 @@ from dataclasses import dataclass, field
 def clock_us() -> int:
     """Wall-clock microseconds: the default source of new sequences."""
     return time.time_ns() // 1000
+
+
+#: How far ahead of the wall clock (µs) a sequence may be and still count: one day, far
+#: beyond any sane clock skew between a trainer and the operator who rolls back.
+MAX_AHEAD_US = 24 * 3600 * 1_000_000
+
+
+def plausible(sequence: int, now_us: int) -> bool:
+    """Whether ``sequence`` is at most :data:`MAX_AHEAD_US` ahead of ``now_us``."""
+    return sequence <= now_us + MAX_AHEAD_US
 
 
 def next_sequence(previous: int, now_us: int) -> int:

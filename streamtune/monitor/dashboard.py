@@ -8,6 +8,12 @@ one port serves
 - ``/api/state``: the picture as JSON, which the page polls;
 - ``/metrics`` and ``/healthz``: as every streamtune process.
 
+It binds ``STREAMTUNE_HTTP_HOST`` (loopback unless set) and, when ``STREAMTUNE_MONITOR_TOKEN``
+is set, the dashboard and ``/api/state`` answer only a request that presents the token
+(``Authorization: Bearer <token>`` or ``?token=<token>``; the page passes it on to
+``/api/state``). ``/metrics``, ``/healthz`` and the static scripts stay open: they hold no
+stream data, and Prometheus and healthchecks need them.
+
 Its own liveness follows its own lag: records in the topics it has not folded yet.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from importlib import resources
@@ -33,6 +40,43 @@ log = logging.getLogger(__name__)
 
 #: Newest points of each series sent to the page: enough for an hour at one per second.
 PAGE_POINTS = 3600
+#: What ``monitor_token`` guards: the pages that show the stream's data.
+GUARDED_PATHS = frozenset({"/", "/api/state"})
+
+
+def presents(request: web.Request, token: str) -> bool:
+    """Whether ``request`` carries ``token`` as a bearer header or a ``token`` query item."""
+    header = request.headers.get("Authorization", "")
+    given = header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
+    if given is None:
+        given = request.query.get("token", "")
+    return hmac.compare_digest(given.encode(), token.encode())  # constant time
+
+
+def token_guard(token: str) -> Any:
+    """An aiohttp middleware: 401 on :data:`GUARDED_PATHS` unless the request presents
+    ``token``."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in GUARDED_PATHS and not presents(request, token):
+            raise web.HTTPUnauthorized(
+                text="this monitor needs its token (Authorization: Bearer, or ?token=)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    return guard
+
+
+def url_of(runner: web.AppRunner) -> str:
+    """Where ``runner`` really listens, as a URL.
+
+    >>> url_of(type("R", (), {"addresses": [("0.0.0.0", 8090)]})())
+    'http://0.0.0.0:8090/'
+    """
+    host, port = runner.addresses[0][:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def plotly_js() -> Path:
@@ -52,6 +96,7 @@ class Monitor:
         self.liveness = Liveness(settings.health_stall_s, self.metrics)
         self.feed = Feed(settings, self.state, history_start(settings))
         self.ready = asyncio.Event()
+        self.url: str | None = None  # where the dashboard listens, once it does
 
     def _count(self, topic: str, message: Any) -> None:
         self.metrics.events.labels(outcome=topic).inc()
@@ -90,9 +135,13 @@ class Monitor:
     async def run(self, stop: asyncio.Event) -> None:
         await self.feed.start()
         app = http_app(self.metrics, self.liveness, self.routes())
+        token = self.settings.dashboard_token()
+        if token is not None:
+            app.middlewares.append(token_guard(token))
         try:
             await self.feed.catch_up()
-            async with serve_http(app, self.port):
+            async with serve_http(app, self.port, self.settings.http_host) as runner:
+                self.url = url_of(runner) if runner is not None else None
                 self.ready.set()
                 await asyncio.gather(self._follow(stop), self._sample(stop))
         finally:

@@ -430,13 +430,16 @@ class MonitorState:
         if "@" in task or not task:
             return  # history and chunk records; the live record is keyed by the bare task
         self.counts[MODEL_UPDATES] += 1
-        if value is None:
-            self._promote(task, SEED_VERSION, ts_ms, "rolled_back", "tombstone: back to the seed")
+        if value is None:  # unsigned: every consumer ignores it, and so does the picture
+            self._event(ts_ms, task, SEED_VERSION, "rejected", "tombstone: unsigned, ignored")
             return
         try:
             manifest = AdapterManifest.from_bytes(value, max_bytes=len(value))
         except DecodeError:
             self.invalid[MODEL_UPDATES] += 1
+            return
+        if manifest.revert_to_base:
+            self._promote(task, SEED_VERSION, manifest.created_ts_ms, "rolled_back", "signed")
             return
         seen = manifest.version in self.promoted.get(task, set())
         metric = ", ".join(f"{k}={v:.3f}" for k, v in sorted(manifest.metrics.items())[:3])

@@ -190,7 +190,7 @@ class Trainer:
         """Build the live adapters' predictors and anchor features now, so that the first
         job after a drift spends its seconds on the new data, not on start-up work."""
         self._live_updates.update(await self.follower.catch_up())
-        tasks = [t for t, u in self._live_updates.items() if u.manifest is not None]
+        tasks = [t for t, u in self._live_updates.items() if u.blob is not None]
         if not tasks:
             return
         live = await self._live_adapters(tasks)
@@ -380,7 +380,9 @@ class Trainer:
                 bar.close()
 
     async def _live_adapters(self, tasks: list[str]) -> dict[str, Live]:
-        """The verified live adapter of each task, or its seed model."""
+        """The verified live adapter of each task, or its seed model: where none is live, or
+        a signed ``revert_to_base`` manifest is. The follower never hands on a tombstone (it
+        is unsigned), so no tombstone reverts the trainer's comparison either."""
         self._live_updates.update(await self.follower.catch_up())
         out = {}
         for task in tasks:

@@ -224,7 +224,8 @@ def test_rollback_restores_the_parent_then_base(serve_settings, keys):
                 await wait_until(lambda: server.stats.versions[TASK] == "v1")
                 await send(settings, 20, "r1")
                 await wait_until(lambda: server.stats.answered >= 20)
-                assert await rollback(producer, settings, TASK, "base", signer=keys.signer) is None
+                back = await rollback(producer, settings, TASK, "base", signer=keys.signer)
+                assert back.revert_to_base and back.version == "base"  # signed, no tombstone
                 await wait_until(lambda: server.stats.versions[TASK] == "base")
                 await send(settings, 20, "r2", skip=20)
                 await wait_until(lambda: server.stats.answered >= 40)

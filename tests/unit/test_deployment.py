@@ -90,7 +90,7 @@ def test_metrics_ports_and_healthchecks_agree():
         service = SERVICES[name]
         assert served_port(service) == port, name
         assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"]), name
-    assert SERVICES["monitor"]["ports"] == ["8090:8090"]
+    assert SERVICES["monitor"]["ports"] == ["127.0.0.1:8090:8090"]
 
 
 def test_trainer_reserves_a_gpu_and_has_a_cpu_fallback():

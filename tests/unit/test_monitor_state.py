@@ -15,6 +15,7 @@ from schemas.messages import (
     Prediction,
     TrainJob,
 )
+from streamtune.model_updates.records import revert_manifest
 from streamtune.monitor.report import write_report
 from streamtune.monitor.state import MonitorState
 from streamtune.monitor.status import describe
@@ -89,6 +90,10 @@ def manifest(version: str, ts: int) -> AdapterManifest:
     )  # fmt: skip
 
 
+def revert(ts: int) -> AdapterManifest:
+    return revert_manifest(manifest("v1", ts), sequence=ts * 1000)
+
+
 def test_timeline_shows_promotions_supersessions_and_rollbacks():
     state = MonitorState()
     key = TASK.encode()
@@ -96,7 +101,9 @@ def test_timeline_shows_promotions_supersessions_and_rollbacks():
     state.add("model-updates", f"{TASK}@v1".encode(), manifest("v1", T0).to_bytes(), T0)
     state.add("model-updates", key, manifest("v2", T0 + 1).to_bytes(), T0 + 1)
     state.add("model-updates", key, manifest("v1", T0 + 2).to_bytes(), T0 + 2)
-    state.add("model-updates", key, None, T0 + 3)
+    state.add("model-updates", key, None, T0 + 3)  # a tombstone: unsigned, reverts nothing
+    assert state.snapshot()["live"] == {TASK: "v1"}
+    state.add("model-updates", key, revert(T0 + 4).to_bytes(), T0 + 4)
     events = [(e["version"], e["kind"]) for e in state.snapshot()["timeline"]]
     assert events == [
         ("v1", "promoted"),
@@ -104,6 +111,7 @@ def test_timeline_shows_promotions_supersessions_and_rollbacks():
         ("v2", "promoted"),
         ("v2", "superseded"),
         ("v1", "rolled_back"),
+        ("base", "rejected"),
         ("v1", "superseded"),
         ("base", "rolled_back"),
     ]

@@ -167,9 +167,14 @@ function tables(s) {
     `<td style="color:${(KIND_STYLE[e.kind] || {}).color || "inherit"}">${esc(e.kind)}</td><td>${esc(e.detail)}</td></tr>`));
 }
 
+// The monitor's token, when it has one (STREAMTUNE_MONITOR_TOKEN): the page was opened with
+// ?token=..., and passes it on to /api/state as a bearer header.
+const TOKEN = new URLSearchParams(location.search).get("token");
+const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+
 async function refresh() {
   try {
-    const response = await fetch("/api/state", { cache: "no-store" });
+    const response = await fetch("/api/state", { cache: "no-store", headers: AUTH });
     const s = await response.json();
     document.getElementById("meta").textContent =
       `topics ${s.prefix || "(no prefix)"}* · last record ${s.last_ts_ms ? clock(s.last_ts_ms) : "–"} · updated ${clock(Date.now())}`;
