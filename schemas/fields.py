@@ -71,3 +71,15 @@ Entity = Annotated[str, Field(pattern=r"^[A-Za-z0-9$][A-Za-z0-9$._\-]{0,31}$")]
 def now_ms() -> int:
     """The current time as Unix epoch milliseconds."""
     return int(time.time() * 1000)
+
+
+def clamp_ts(ts_ms: int, now: int, max_ahead_ms: int = limits.MAX_AHEAD_MS) -> int:
+    """A producer's timestamp as a clock may take it: at most ``max_ahead_ms`` past ``now``
+    (the consumer's clock, which the broker's append time never runs ahead of).
+
+    >>> clamp_ts(10_000_000, now=1_000, max_ahead_ms=60_000)   # far future: now + the skew
+    61000
+    >>> clamp_ts(500, now=1_000)                               # the past is kept
+    500
+    """
+    return min(ts_ms, now + max_ahead_ms)

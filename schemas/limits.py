@@ -31,6 +31,10 @@ MIN_TS_MS = 946_684_800_000
 #: How far in the future a producer's clock may run ahead of ours.
 MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
 
+#: A producer's timestamp drives no clock further than this ahead of the consumer's own
+#: (join expiry, alert eviction, the monitor's buckets): later ones are clamped to it.
+MAX_AHEAD_MS = 60 * 1000
+
 #: Largest ``Prediction.latency_ms``: a week, Kafka's default retention. An answer to an older
 #: record (an outage, a producer's event-time stamp) reports this value instead of failing.
 MAX_LATENCY_MS = 7 * 24 * 3600 * 1000

@@ -11,6 +11,8 @@ an application); ``worker`` the Faust stream worker; ``serve`` the inference rep
 ['feedback', 'interactions']
 >>> "serve" in READS["model-updates"] and "serve" not in WRITES["model-updates"]
 True
+>>> sorted(topic for topic, roles in READS.items() if "monitor" not in roles)
+[]
 """
 
 from __future__ import annotations
@@ -47,16 +49,17 @@ WRITES: dict[str, tuple[str, ...]] = {
     DEAD_LETTER: ("worker", "serve", "trainer"),
 }
 
-#: topic -> roles that may read it.
+#: topic -> roles that may read it. The monitor reads every topic it folds
+#: (``streamtune.monitor.state.MONITORED``): throughput, accuracy and the live adapters.
 READS: dict[str, tuple[str, ...]] = {
-    INTERACTIONS: ("worker", "serve"),
-    FEEDBACK: ("worker",),
+    INTERACTIONS: ("worker", "serve", "monitor"),
+    FEEDBACK: ("worker", "monitor"),
     PREDICTIONS: ("worker", "monitor"),
-    LABELLED: ("worker", "trainer"),
+    LABELLED: ("worker", "trainer", "monitor"),
     DRIFT_EVENTS: ("worker", "monitor"),
     TRAIN_JOBS: ("worker", "trainer", "monitor"),
     TRAIN_STATUS: ("worker", "monitor"),
-    MODEL_UPDATES: ("worker", "serve", "trainer"),
+    MODEL_UPDATES: ("worker", "serve", "trainer", "monitor"),
     MODEL_EVENTS: ("monitor",),
     ALERTS: ("monitor",),
     DEAD_LETTER: ("monitor",),

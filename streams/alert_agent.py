@@ -95,7 +95,6 @@ class AlertAgent:
         book = await self._book()
         surges: list[Surge] = []
         dead: list[DeadLetter] = []
-        newest = 0
         for partition, records in batches:
             for record in records:
                 try:
@@ -104,9 +103,8 @@ class AlertAgent:
                     self.counts["bad_sightings"] += 1
                     dead.append(self._dead(record, partition, str(exc)))
                     continue
-                newest = max(newest, sighting.ts_ms)
                 surges += book.observe(sighting, partition=partition, offset=record.offset)
-        self._maybe_evict(book, newest)
+        self._maybe_evict(book, book.newest_ms)  # clamped: a producer never moves it
         alerts = await self._publish(surges, dead)
         changelog = self.t.alert_table.changelog_topic.get_topic_name()
         for entity, (partition, value) in book.changes().items():

@@ -21,7 +21,10 @@ window's effective size ``n`` (Kish: ``(sum w)^2 / sum w^2``). While a surge is 
 the entity's baseline is frozen.
 
 State is bounded: an entity not seen for ``evict_after_ms`` of stream time is forgotten,
-and beyond ``max_entities`` the longest-quiet ones go first. Nothing here talks to Kafka.
+and beyond ``max_entities`` the longest-quiet ones go first. Stream time is the newest
+sighting's time, each clamped to at most ``max_ahead_ms`` past the worker's clock: a
+producer's timestamp a day ahead must not make every other entity look a day quiet.
+Nothing here talks to Kafka.
 
 >>> cfg = AlertConfig(window_events=10, min_events=8, min_baseline_events=20, h_fire=3.0)
 >>> book = AlertBook(cfg)
@@ -40,9 +43,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from schemas import limits
+from schemas.fields import clamp_ts, now_ms
 from schemas.tasks import get_task
 from streams.sightings import Sighting
 
@@ -67,6 +73,7 @@ class AlertConfig:
     evict_after_ms: int = 86_400_000
     max_entities: int = 10_000
     prior_events: float = 10.0
+    max_ahead_ms: int = limits.MAX_AHEAD_MS
 
     @classmethod
     def from_settings(cls, s: Any) -> AlertConfig:
@@ -83,6 +90,7 @@ class AlertConfig:
             cooldown_ms=int(s.alert_cooldown_s * 1000),
             evict_after_ms=int(s.alert_evict_after_s * 1000),
             max_entities=s.alert_max_entities,
+            max_ahead_ms=int(s.stream_max_ahead_s * 1000),
         )
 
     def watched(self) -> dict[str, int]:
@@ -156,10 +164,20 @@ def alert_id(entity: str, kind: str, interaction_id: str) -> str:
 
 
 class AlertBook:
-    """Detector state for the entities of one worker, in a mapping (the table's store)."""
+    """Detector state for the entities of one worker, in a mapping (the table's store).
 
-    def __init__(self, config: AlertConfig, store: dict[str, Any] | None = None) -> None:
+    ``newest_ms`` is the stream time: the newest sighting's time, clamped by ``clock``.
+    """
+
+    def __init__(
+        self,
+        config: AlertConfig,
+        store: dict[str, Any] | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.config = config
+        self.clock = clock
+        self.newest_ms = 0
         self.store: dict[str, Any] = {} if store is None else store
         self.kinds = config.watched()
         self.states: dict[str, EntityState] = {}
@@ -171,6 +189,10 @@ class AlertBook:
         """Apply one sighting; the surges it starts (none for a replayed offset)."""
         if s.task != self.config.task:
             return []
+        ts = clamp_ts(s.ts_ms, self.clock(), self.config.max_ahead_ms)
+        if ts != s.ts_ms:
+            s = replace(s, ts_ms=ts)
+        self.newest_ms = max(self.newest_ms, ts)
         state = self.state(s.entity, partition)
         if offset <= state.pos and state.partition == partition:
             return []

@@ -23,9 +23,14 @@ Rules:
   known: the prediction's ``token_count`` (the serving tokenizer's count), or the text's
   whitespace tokens when the prediction carries none. An interaction that goes out or
   expires without a prediction gives the whitespace count then.
-- Stream time is the largest record timestamp seen on the partition. The worker's ticks
-  advance it to the wall clock only while the partition has no backlog, so that catching up
-  after downtime never expires state that its own backlog would have completed.
+- Stream time is the largest record timestamp seen on the partition, each clamped to at
+  most ``max_ahead_ms`` past the worker's clock: a producer stamps its records, and one
+  record from the far future must not expire every pending entry of the partition. The
+  worker's ticks advance it to the wall clock only while the partition has no backlog, so
+  that catching up after downtime never expires state that its own backlog would have
+  completed.
+- A sighting for alerting carries the interaction's ``ts_ms`` clamped to the stream time it
+  arrived at (the field is the producer's, and may be up to a day ahead).
 
 >>> from schemas import Feedback, Interaction
 >>> j = JoinPartition(0, {}, JoinConfig(ttl_ms=60_000, prediction_wait_ms=0))
@@ -45,11 +50,13 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas import limits
 from schemas.codec import dead_letter
+from schemas.fields import clamp_ts, now_ms
 from schemas.messages import DeadLetter, Feedback, Interaction, LabelledExample, Prediction
 from streams.errors import WorkerError
 from streams.events import LabelledSeen, Observations, PredictionSeen
@@ -109,6 +116,8 @@ class JoinConfig:
     prediction_wait_ms: int
     #: Tasks whose interactions are reported with their predictions (for alerting).
     pair_tasks: frozenset[str] = frozenset()
+    #: A record's timestamp moves stream time at most this far past the worker's clock.
+    max_ahead_ms: int = limits.MAX_AHEAD_MS
 
 
 @dataclass
@@ -138,7 +147,8 @@ class JoinPartition:
     """Join state and rules for one source partition. See the module docstring.
 
     ``store`` maps interaction_id to :meth:`JoinEntry.to_value` values (and
-    :func:`progress_key` to the partition's :class:`JoinProgress` value).
+    :func:`progress_key` to the partition's :class:`JoinProgress` value). ``clock`` is the
+    worker's (epoch ms): no record moves stream time past it by more than ``max_ahead_ms``.
     """
 
     def __init__(
@@ -150,8 +160,10 @@ class JoinPartition:
         interactions_topic: str = "interactions",
         predictions_topic: str = "predictions",
         feedback_topic: str = "feedback",
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.partition = partition
+        self.clock = clock
         self.store = store
         self.config = config
         self.interactions_topic = interactions_topic
@@ -351,7 +363,8 @@ class JoinPartition:
                     label=prediction.label,
                     confidence=prediction.confidence,
                     adapter_version=prediction.adapter_version,
-                    ts_ms=interaction.ts_ms,
+                    # The producer's field, never later than when it reached the stream.
+                    ts_ms=min(interaction.ts_ms, interaction.seen_at_ms),
                 )
             )
 
@@ -425,6 +438,7 @@ class JoinPartition:
         )
 
     def _advance(self, ts_ms: int) -> None:
+        ts_ms = clamp_ts(ts_ms, self.clock(), self.config.max_ahead_ms)
         if ts_ms > self.stream_time:
             self.stream_time = ts_ms
         heap = self._heap

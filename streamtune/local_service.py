@@ -26,13 +26,26 @@ from streamtune.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = ("worker", "serve", "train")
+#: Settings that hold or locate the trainer's private key; only the roles in SIGNERS get them.
+SIGNING_SETTINGS = frozenset({"signing_key", "signing_key_file"})
+SIGNERS = frozenset({"train"})
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with every setting spelled out as ``STREAMTUNE_*``."""
+def settings_env(settings: Settings, role: str | None = None) -> dict[str, str]:
+    """This process's environment with every setting spelled out as ``STREAMTUNE_*``.
+
+    The trainer's private key (``STREAMTUNE_SIGNING_KEY`` and ``_FILE``) goes only to a
+    ``train`` child: a worker or serve that is broken into must not be able to sign.
+
+        >>> s = Settings(signing_key="PEM")
+        >>> "STREAMTUNE_SIGNING_KEY" in settings_env(s, "serve")
+        False
+        >>> settings_env(s, "train")["STREAMTUNE_SIGNING_KEY"]
+        'PEM'
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTUNE_")}
     for name, value in settings.model_dump().items():
-        if value is None:
+        if value is None or (name in SIGNING_SETTINGS and role not in SIGNERS):
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
@@ -94,8 +107,8 @@ class LocalService:
 
     def start(self, timeout_s: float = 300.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = settings_env(self.settings)
         for role in ROLES:
+            env = settings_env(self.settings, role)
             self.children[role] = Child(role, env, self.log_dir / f"{role}.log")
         deadline = time.monotonic() + timeout_s
         waiting = {"serve": "serving ", "train": "training:"}

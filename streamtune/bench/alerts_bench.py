@@ -275,8 +275,10 @@ async def _run_pipeline(
 
 
 def _start(settings: Settings, log_dir: Path) -> dict[str, Child]:
-    env = settings_env(settings)
-    children = {role: Child(role, env, log_dir / f"{role}.log") for role in ("worker", "serve")}
+    children = {
+        role: Child(role, settings_env(settings, role), log_dir / f"{role}.log")
+        for role in ("worker", "serve")
+    }
     deadline = time.monotonic() + 300
     while not children["serve"].printed("serving "):
         for role, child in children.items():

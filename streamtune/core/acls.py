@@ -9,6 +9,8 @@ True
 ['ALLOW User:trainer WRITE topic t-model-updates']
 >>> "ALLOW User:serve READ group streamtune-serve" in lines
 True
+>>> [line for line in lines if "User:monitor" in line and "topic" not in line]
+['ALLOW User:monitor DESCRIBE group t- (prefix)', 'ALLOW User:monitor DESCRIBE group streamtune-serve', 'ALLOW User:monitor DESCRIBE group streamtune-train']
 """
 
 from __future__ import annotations
@@ -70,7 +72,28 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
         AclBinding(who["serve"], "READ", "group", settings.serve_group_id),
         AclBinding(who["trainer"], "READ", "group", settings.train_group_id),
     ]
-    return out
+    return out + monitor_bindings(settings, who["monitor"])
+
+
+def monitor_bindings(settings: Settings, principal: str) -> list[AclBinding]:
+    """What the monitor needs beyond reading its topics, to show each group's lag: DESCRIBE
+    (list and fetch committed offsets, never commit) on streamtune's groups, and DESCRIBE
+    (end offsets) on the worker's internal topics, whose offsets the worker's group commits.
+
+    >>> [b.describe() for b in monitor_bindings(Settings(), "User:m")][0]
+    'ALLOW User:m DESCRIBE group streamtune-worker (prefix)'
+    """
+    worker_id = settings.topic_prefix + settings.worker_app_id
+    # watched_groups: the configured groups, and any group named with the prefix.
+    groups = [AclBinding(principal, "DESCRIBE", "group", worker_id, "prefixed")]
+    if settings.topic_prefix:  # the prefix covers the worker's group too
+        groups = [AclBinding(principal, "DESCRIBE", "group", settings.topic_prefix, "prefixed")]
+    return [
+        *groups,
+        AclBinding(principal, "DESCRIBE", "group", settings.serve_group_id),
+        AclBinding(principal, "DESCRIBE", "group", settings.train_group_id),
+        AclBinding(principal, "DESCRIBE", "topic", f"{worker_id}-", "prefixed"),
+    ]
 
 
 def acl_matrix(settings: Settings) -> str:

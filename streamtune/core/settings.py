@@ -266,6 +266,13 @@ class Settings(BaseSettings):
     join_ttl_s: float = Field(
         3600.0, gt=0, description="unmatched join state expires after this much stream time"
     )
+    stream_max_ahead_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="a producer's timestamp is taken as at most this far ahead of the "
+        "consumer's clock (join stream time, alert eviction, monitor buckets)",
+    )
     join_prediction_wait_s: float = Field(
         2.0, ge=0, description="how long a labelled example waits for its prediction"
     )

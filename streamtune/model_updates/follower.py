@@ -164,6 +164,9 @@ class UpdatesFollower:
         self.keyring = keyring if keyring is not None else load_keyring(settings)
         self.floor = SequenceFloor()
         self.newest: dict[str, AdapterManifest] = {}  # the signed manifest at each floor
+        #: (task, version) -> sha256 of every signed version seen published (history records
+        #: and live ones): the trainer never publishes a version twice.
+        self.published: dict[tuple[str, str], str] = {}
         self.stale_records = 0
         self.ignored_tombstones = 0
         self.tasks = set(tasks)
@@ -278,6 +281,7 @@ class UpdatesFollower:
         except AdapterRejected as exc:
             self.rejected_records += 1
             return Update(name, manifest, None, exc.reason, rejected=exc)
+        self.published.setdefault((manifest.task, manifest.version), manifest.sha256)
         stale = self._stale(manifest)
         if stale is not None:
             self.stale_records += 1
@@ -334,6 +338,7 @@ class UpdatesFollower:
             self.rejected_records += 1
             log.warning("ignoring history record %r that does not verify: %s", name, exc)
             return
+        self.published.setdefault((manifest.task, manifest.version), manifest.sha256)
         if not plausible(manifest.sequence, clock_us()):
             log.warning("ignoring history record %r: its sequence is far in the future", name)
         elif self.floor.check(manifest.task, manifest.sequence, manifest.version) is None:

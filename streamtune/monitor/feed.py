@@ -42,6 +42,7 @@ def new_state(settings: Settings) -> MonitorState:
         bucket_s=settings.monitor_bucket_s,
         calibration_window=settings.monitor_calibration_window,
         entities=EntityExtractor.from_csv(settings.alert_entities_file),
+        max_ahead_ms=int(settings.stream_max_ahead_s * 1000),
     )
 
 

@@ -4,6 +4,10 @@ Feed records in time order with :meth:`MonitorState.add` (base topic name, key, 
 record timestamp); read a JSON-ready picture with :meth:`MonitorState.snapshot`. The live
 dashboard, ``streamtune status`` and ``streamtune report`` all read the same picture.
 
+Record timestamps are the producer's: one is taken as at most ``max_ahead_ms`` past the
+monitor's clock, and the throughput chart spans at most ``_MAX_POINTS`` buckets back from
+the newest, so one record stamped in 1970 or 2100 costs nothing.
+
 Prequential accuracy and macro-F1 come from feedback joined here to the first answer to
 each interaction (the worker's ``labelled`` topic holds the same join, but leaves out the
 prediction when it came too late for its wait).
@@ -42,7 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas import limits
 from schemas.base import DecodeError
+from schemas.fields import clamp_ts, now_ms
 from schemas.messages import (
     SEED_VERSION,
     AdapterEvent,
@@ -235,11 +241,15 @@ class MonitorState:
         bucket_s: float = 1.0,
         calibration_window: int = 200,
         entities: EntityExtractor | None = None,
+        max_ahead_ms: int = limits.MAX_AHEAD_MS,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         # The worker's extractor (cashtags, the aliases file): the entity view names what
         # the alerts name.
         self.extractor = entities or EntityExtractor()
         self.window = window
+        self.max_ahead_ms = max_ahead_ms
+        self.clock = clock
         self.cbpe_block = cbpe_block
         self.bucket_ms = max(1, int(bucket_s * 1000))
         self.calibration_window = calibration_window
@@ -269,6 +279,7 @@ class MonitorState:
     # --- input ---------------------------------------------------------------------------
     def add(self, topic: str, key: bytes | None, value: bytes | None, ts_ms: int) -> None:
         """Fold one record of base topic ``topic`` (no prefix) with its record timestamp."""
+        ts_ms = clamp_ts(ts_ms, self.clock(), self.max_ahead_ms)
         self.last_ts_ms = max(self.last_ts_ms, ts_ms)
         if topic == MODEL_UPDATES:
             self._model_update(key, value, ts_ms)
@@ -530,9 +541,11 @@ class MonitorState:
         keys = tail(sorted(self.buckets))
         seconds = self.bucket_ms / 1000
         # Every bucket from the first to the last (empty ones are zero), as a trailing
-        # moving average: bursts of batched answers would otherwise read as noise.
-        span = list(range(keys[0], keys[-1] + 1)) if keys else []
-        span = tail(span)
+        # moving average: bursts of batched answers would otherwise read as noise. At most
+        # as many buckets as are kept, back from the newest: a record stamped decades ago
+        # must not make a range of a billion.
+        most = min(max_points or _MAX_POINTS, _MAX_POINTS)
+        span = list(range(max(keys[0], keys[-1] - most + 1), keys[-1] + 1)) if keys else []
         throughput = {
             "t": [k * self.bucket_ms for k in span],
             "predictions_per_s": _smooth(

@@ -22,12 +22,19 @@ A job whose data a newer drift made stale is dropped as ``superseded``: before i
 between its stages, during training and before anything is published (``job_watch``).
 A failing attempt is retried with exponential backoff; after ``train_max_attempts`` the job
 is marked failed and the live model is untouched.
+
+A version is published once. A job's versions are named after it, and a trainer killed
+between publishing and committing reruns the job: training again gives other bytes under
+the same name. Before it publishes, the trainer looks the version up in the signed history
+on ``model-updates`` (its follower reads it at the start of every attempt) and does not
+publish a version that is out already: the first bytes stay the only ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -308,14 +315,36 @@ class Trainer:
                 notes.append(f"{c.task} {c.stage}: rejected, {c.decision.reason}")
                 continue
             self._stale(job)  # nothing trained on stale data goes out after a drift
+            if self._published_before(c, live, outcome, notes):
+                continue
             await sign_and_publish(
                 self._producer, self.settings, self.signer, task=c.task, version=c.version,
                 blob=c.blob, base_model_id=self.base.model_id, num_labels=c.num_labels,
                 parent_version=live[c.task].version, metrics=c.metrics, job_id=job.job_id,
             )  # fmt: skip
+            self.follower.published[(c.task, c.version)] = hashlib.sha256(c.blob).hexdigest()
             live[c.task] = Live(c.version, c.blob)
             outcome.versions[c.task] = c.version
             notes.append(f"{c.task} {c.stage}: promoted {c.version}, {c.decision.reason}")
+
+    def _published_before(
+        self, c: Candidate, live: dict[str, Live], outcome: Outcome, notes: list[str]
+    ) -> bool:
+        """True when ``c.version`` is out already (an attempt before a restart published it):
+        it is not published again, with other bytes or the same; it counts as this job's
+        if it is still the live one."""
+        sha = self.follower.published.get((c.task, c.version))
+        if sha is None:
+            return False
+        same = sha == hashlib.sha256(c.blob).hexdigest()
+        log.warning(
+            "%s %s was published before (%s); not publishing it again",
+            c.task, c.version, "same bytes" if same else "by an earlier run, with other bytes",
+        )  # fmt: skip
+        if live[c.task].version == c.version:
+            outcome.versions[c.task] = c.version
+        notes.append(f"{c.task} {c.stage}: {c.version} was published before a restart; kept")
+        return True
 
     def _rule(self) -> GateRule:
         return gate_rule(self.settings)

@@ -240,3 +240,87 @@ def test_a_replayed_manifest_is_rejected_and_a_signed_rollback_works(secure, tmp
         assert stale == ["v1", "v2"], events
 
     asyncio.run(go())
+
+
+async def _commit(settings: Settings, group: str, topic: str, offset: int) -> None:
+    """Commit ``offset`` on partition 0 of ``topic`` (a full name) for ``group``."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    consumer = make_consumer(settings, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.commit({tp: OffsetAndMetadata(offset, "")})
+    finally:
+        await consumer.stop()
+
+
+def test_the_monitor_reads_everything_it_shows_under_its_role(secure):
+    """Issue 24, item 12: after `acls apply`, the monitor (and `streamtune status`) read every
+    topic they fold and describe the groups whose lag they show, and may commit nothing."""
+    from aiokafka.admin import NewTopic
+
+    from streamtune.core.clients import make_admin
+    from streamtune.monitor.feed import read_state, worker_group
+    from streamtune.monitor.state import MONITORED
+    from tests.examples import examples
+
+    kinds = {
+        "interactions": "Interaction", "predictions": "Prediction", "feedback": "Feedback",
+        "labelled": "LabelledExample", "drift-events": "DriftEvent", "train-jobs": "TrainJob",
+        "train-status": "JobStatus", "model-updates": "AdapterManifest",
+        "model-events": "AdapterEvent", "alerts": "Alert", "dead-letter": "DeadLetter",
+    }  # fmt: skip
+    assert set(kinds) == set(MONITORED)
+    example = examples()
+    worker = secure.as_role("worker")
+    internal = f"{worker_group(worker)}-acl-probe-changelog"  # as Faust names its tables' topics
+
+    async def feed_every_topic() -> None:
+        for topic, kind in kinds.items():
+            writer = secure.as_role(WRITES[topic][0])
+            producer = make_producer(writer)
+            await producer.start()
+            try:
+                # The live record of a task of its own: no other test's adapters move.
+                key = b"acl-probe-task" if topic == MODEL_UPDATES else b"acl-probe"
+                value = example[kind].to_bytes()
+                await producer.send_and_wait(writer.topic(topic), value, key=key, partition=0)
+            finally:
+                await producer.stop()
+        admin = make_admin(worker)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(internal, 1, 1)])
+        finally:
+            await admin.close()
+        producer = make_producer(worker)
+        await producer.start()
+        try:
+            await producer.send_and_wait(internal, b"{}", key=b"k", partition=0)
+        finally:
+            await producer.stop()
+        # Committed groups, each behind by a record: what `status` shows as lag.
+        serve = secure.as_role("serve")
+        await _commit(serve, serve.serve_group_id, serve.topic("interactions"), 0)
+        await _commit(worker, worker_group(worker), worker.topic("feedback"), 0)
+        await _commit(worker, worker_group(worker), internal, 0)
+
+    asyncio.run(feed_every_topic())
+    monitor = secure.as_role("monitor")
+    state = asyncio.run(read_state(monitor, with_lag=True))
+    unread = [topic for topic in MONITORED if state.counts[topic] < 1]
+    assert not unread, f"the monitor role read nothing from {unread}"
+    assert state.lag.get(monitor.serve_group_id, 0) >= 1, state.lag
+    assert state.lag.get(worker_group(monitor), 0) >= 2, state.lag  # feedback + its changelog
+
+    # The command a person runs, under the monitor's credentials.
+    status = streamtune(secure.cli_env("monitor"), "status")
+    assert status.returncode == 0, status.stderr
+    assert monitor.serve_group_id in status.stdout, status.stdout
+
+    # Describing a group is not joining it: the monitor commits nowhere.
+    with pytest.raises(KafkaError, match="Authorization"):
+        asyncio.run(_commit(monitor, monitor.serve_group_id, monitor.topic("interactions"), 0))

@@ -112,7 +112,8 @@ def test_volumes_are_declared_and_bind_mounts_exist():
             else:
                 assert source in declared, f"{name}: volume {source} is not declared"
     keys = {v.split(":")[0] for v in SERVICES["trainer"]["volumes"]}
-    assert keys == {"keys"} and SERVICES["serve-1"]["volumes"] == ["keys:/keys:ro"]
+    assert keys == {"keys", "trusted-keys"}
+    assert SERVICES["serve-1"]["volumes"] == ["trusted-keys:/keys/trusted:ro"]
 
 
 def test_every_scrape_target_is_a_service_and_its_metrics_port():
