@@ -208,23 +208,37 @@ ROWS: tuple[Row, ...] = (
     Row("adapt", "post-shift prequential accuracy, vs the static model",
         "post_shift_acc_streamtune", "post_shift_acc_static", None, ">= +0.15",
         lambda f: f["post_shift_acc_streamtune"] >= f["post_shift_acc_static"] + 0.15),
-    Row("adapt", "post-shift prequential accuracy, vs River online learning",
-        "post_shift_acc_streamtune", "post_shift_acc_river", None, "higher",
-        lambda f: f["post_shift_acc_streamtune"] > f["post_shift_acc_river"]),
+    Row("adapt", "post-shift prequential accuracy, vs an oracle (the job's recipe retrained "
+        "every 100 labels on every label in time, no gate, no latency)",
+        "post_shift_acc_streamtune", "post_shift_acc_oracle", None, ">= oracle - 0.03",
+        lambda f: f["post_shift_acc_streamtune"] >= f["post_shift_acc_oracle"] - 0.03),
+    Row("adapt", "post-shift prequential accuracy, vs River's best configuration in hindsight",
+        "post_shift_acc_streamtune", "post_shift_acc_river_best_hindsight", None,
+        ">= +0.05 (full), +0.03 (partial)",
+        lambda f: f["post_shift_acc_streamtune"] >= f["post_shift_acc_river_best_hindsight"]
+        + (0.05 if f.get("feedback_fraction", 1.0) >= 1.0 else 0.03)),
+    Row("adapt", "post-shift prequential accuracy, vs River picked before the shift",
+        "post_shift_acc_streamtune", "post_shift_acc_river"),
     Row("adapt", "post-shift prequential accuracy, vs retraining on a schedule",
-        "post_shift_acc_streamtune", "post_shift_acc_scheduled", None, "higher",
-        lambda f: f["post_shift_acc_streamtune"] > f["post_shift_acc_scheduled"]),
-    Row("adapt", "accuracy over the first 300 post-shift events, vs the static model",
-        "first_300_acc_streamtune", "first_300_acc_static"),
-    Row("adapt", "accuracy over the first 300 post-shift events, vs River",
-        "first_300_acc_streamtune", "first_300_acc_river", None, "higher",
-        lambda f: f["first_300_acc_streamtune"] > f["first_300_acc_river"]),
-    Row("adapt", "accuracy over the first 300 post-shift events, vs scheduled retraining",
-        "first_300_acc_streamtune", "first_300_acc_scheduled", None, "higher",
-        lambda f: f["first_300_acc_streamtune"] > f["first_300_acc_scheduled"]),
+        "post_shift_acc_streamtune", "post_shift_acc_scheduled", None, ">= +0.03",
+        lambda f: f["post_shift_acc_streamtune"] >= f["post_shift_acc_scheduled"] + 0.03),
+    Row("adapt", "accuracy over the first 300 events of the new domain, vs River",
+        "first_300_new_domain_acc_streamtune", "first_300_new_domain_acc_river", None, "higher",
+        lambda f: f["first_300_new_domain_acc_streamtune"] > f["first_300_new_domain_acc_river"]),
+    Row("adapt", "accuracy over the first 300 events of the new domain, vs scheduled retraining",
+        "first_300_new_domain_acc_streamtune", "first_300_new_domain_acc_scheduled", None,
+        "higher", lambda f: f["first_300_new_domain_acc_streamtune"]
+        > f["first_300_new_domain_acc_scheduled"]),
     Row("adapt", "accuracy over the first 300 post-shift events, vs an ideal fast path "
         "(a head refitted every 10 events on every label in time, no gate, no latency)",
         "first_300_acc_streamtune", "first_300_acc_ideal_head"),
+    Row("adapt", "largest anchor-accuracy fall at one promotion, points", "anchor_loss_max_points",
+        None, None, "<= 1", lambda f: f["anchor_loss_max_points"] <= 1),
+    Row("adapt", "largest fall below the start adapter on the anchor set, points",
+        "anchor_below_bootstrap_max_points", None, None, "<= 2",
+        lambda f: f["anchor_below_bootstrap_max_points"] <= 2),
+    Row("adapt", "labelled events after the shift until within 2 points of pre-shift accuracy",
+        "events_to_recover"),
     Row("adapt", "seconds from the first drift event to the first adapted answer",
         "seconds_drift_to_adapted_answer", None, None, "<= 20",
         lambda f: (f["seconds_drift_to_adapted_answer"] or 1e9) <= 20),
@@ -303,7 +317,11 @@ def render_table(document: dict[str, Any]) -> str:
     ]
     for name, result in results.items():
         for figures in result if isinstance(result, list) else [result]:
-            label = f"{name} ({figures['scenario']})" if "scenario" in figures else name
+            label = (
+                f"{name} ({', '.join(str(figures[k]) for k in ('scenario', 'feedback') if k in figures)})"
+                if "scenario" in figures
+                else name
+            )
             lines.extend(_rows_of(name, label, figures))
     return "\n".join(lines)
 

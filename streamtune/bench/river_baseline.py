@@ -19,14 +19,34 @@ def make_model(kind: str = "logreg", value: float = 0.5) -> object:
 
 
 def prequential(
-    model: object, warmup: list[tuple[str, int]], stream: list[tuple[str, int]]
+    model: object,
+    warmup: list[tuple[str, int]],
+    stream: list[tuple[str, int]],
+    *,
+    given: list[int | None] | None = None,
+    delay_events: int = 0,
 ) -> list[bool]:
-    """Warm up on ``warmup``, then for each event predict first and learn after; hits in order."""
+    """Warm up on ``warmup``, then for each event predict first and learn after; hits in order.
+
+    With ``given`` (the label each event's feedback carries, None for none), the model learns
+    only those labels, each ``delay_events`` events after its event: the feedback the live
+    pipeline gets. Without it, it learns every true label at once, which favours it.
+
+    >>> stream = [("up up", 1), ("down", 0), ("up", 1), ("down down", 0)]
+    >>> prequential(make_model("nb", 0.5), [("up", 1), ("down", 0)], stream)
+    [True, True, True, True]
+    >>> prequential(make_model("nb", 0.5), [], stream, given=[None] * 4, delay_events=1)
+    [False, False, False, False]
+    """
     for text, label in warmup:
         model.learn_one(text, label)  # type: ignore[attr-defined]
+    labels = given if given is not None else [label for _, label in stream]
+    delay = delay_events if given is not None else 0
     hits = []
-    for text, label in stream:
+    for i, (text, label) in enumerate(stream):
         predicted = model.predict_one(text)  # type: ignore[attr-defined]
         hits.append(predicted == label)
-        model.learn_one(text, label)  # type: ignore[attr-defined]
+        arrived = i - delay  # the event whose feedback arrives now
+        if arrived >= 0 and labels[arrived] is not None:
+            model.learn_one(stream[arrived][0], labels[arrived])  # type: ignore[attr-defined]
     return hits

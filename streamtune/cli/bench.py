@@ -89,6 +89,18 @@ def register(sub: Any) -> None:
     )
     bench.add_argument("--rate", type=float, help="adapt: events per second (default 10)")
     bench.add_argument(
+        "--oracle-every",
+        dest="oracle_every",
+        type=int,
+        help="adapt: labels between two retrains of the oracle (default 100)",
+    )
+    bench.add_argument(
+        "--feedback",
+        choices=["full", "partial"],
+        help="adapt: one feedback plan (default: both; full = every event labelled 1 s later, "
+        "partial = 30%% labelled 30 s later, 5%% of the labels wrong)",
+    )
+    bench.add_argument(
         "--baseline-steps",
         dest="baseline_steps",
         type=int,

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.messages import AdapterEvent, DriftEvent, JobStatus, Prediction
+from schemas.messages import AdapterEvent, AdapterManifest, DriftEvent, JobStatus, Prediction
 from schemas.topics import DRIFT_EVENTS, MODEL_EVENTS, TRAIN_JOBS, TRAIN_STATUS
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import read_topic
 from streamtune.local_service import LocalService
+from streamtune.model_updates.history import history
 from streamtune.replay import ReplayRow, replay
 from streamtune.scenario.build import Scenario
 from streamtune.scenario.collector import PredictionCollector
@@ -39,6 +40,8 @@ class Run:
     statuses: list[JobStatus] = field(default_factory=list)
     published: list[AdapterEvent] = field(default_factory=list)
     start_version: str = "base"
+    #: Every adapter manifest published during the run, oldest first (with its gate figures).
+    manifests: list[AdapterManifest] = field(default_factory=list)
     jobs: int = 0
     sent: int = 0
     seconds: float = 0.0
@@ -119,11 +122,15 @@ async def _refresh(settings: Settings, run: Run, collector: PredictionCollector)
 
 
 def _rows(
-    scenario: Scenario, run: Run, stop_when: Callable[[Run], bool] | None, then: int
-) -> Iterator[ReplayRow]:
-    """The scenario's rows; with ``stop_when``, only until it holds and ``then`` rows more."""
+    scenario: Scenario, run: Run, stop_when: Callable[[Run], bool] | None, then: int,
+    feedback: list[int | None] | None = None,
+) -> Iterator[ReplayRow]:  # fmt: skip
+    """The scenario's rows; with ``stop_when``, only until it holds and ``then`` rows more.
+    With ``feedback``, each row carries the label its feedback will give (None: none)."""
     extra = None
     for row in scenario.rows:
+        if feedback is not None:
+            row = ReplayRow(row.line, row.text, feedback[row.line], row.entity)
         if extra is not None:
             if extra >= then:
                 return
@@ -136,7 +143,7 @@ def _rows(
 async def _replay_and_watch(
     settings: Settings, scenario: Scenario, service: LocalService, run: Run, *, rate: float,
     prefix: str, feedback_delay_s: float, on_tick: Callable[[Run], None] | None, settle_s: float,
-    stop_when: Callable[[Run], bool] | None, then: int,
+    stop_when: Callable[[Run], bool] | None, then: int, feedback: list[int | None] | None,
 ) -> Run:  # fmt: skip
     collector = PredictionCollector(settings)
     await collector.start()
@@ -144,7 +151,7 @@ async def _replay_and_watch(
     try:
         sending = asyncio.create_task(
             replay(
-                settings, _rows(scenario, run, stop_when, then), task=TASK, rate=rate,
+                settings, _rows(scenario, run, stop_when, then, feedback), task=TASK, rate=rate,
                 feedback_fraction=1.0, feedback_delay_s=feedback_delay_s, id_prefix=prefix,
                 seed=0, progress=False,
             )
@@ -172,6 +179,7 @@ async def _replay_and_watch(
                 break
             await asyncio.sleep(1.0)
         await _refresh(settings, run, collector)
+        run.manifests, _ = await history(settings, TASK)
     finally:
         await collector.stop()
     run.seconds = time.monotonic() - began
@@ -183,18 +191,21 @@ def run_scenario(
     feedback_delay_s: float = FEEDBACK_DELAY_S, on_tick: Callable[[Run], None] | None = None,
     settle_s: float = 5.0, start_version: str = "base",
     stop_when: Callable[[Run], bool] | None = None, then: int = 0,
+    feedback: list[int | None] | None = None,
 ) -> Run:  # fmt: skip
     """Start worker, serve and train; replay the scenario with feedback; stop them; the run.
 
     ``start_version`` names the adapter live before the run (the bootstrap's); with
-    ``stop_when``, the replay ends ``then`` events after the condition first holds."""
+    ``stop_when``, the replay ends ``then`` events after the condition first holds. Every
+    event is labelled unless ``feedback`` (see :mod:`streamtune.scenario.feedback`) says which
+    label each gets, or none."""
     run = Run(start_version=start_version)
     with LocalService(settings, log_dir) as service:
         return asyncio.run(
             _replay_and_watch(
                 settings, scenario, service, run, rate=rate, prefix=prefix,
                 feedback_delay_s=feedback_delay_s, on_tick=on_tick, settle_s=settle_s,
-                stop_when=stop_when, then=then,
+                stop_when=stop_when, then=then, feedback=feedback,
             )
         )  # fmt: skip
 

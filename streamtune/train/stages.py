@@ -144,13 +144,15 @@ def fast_head_candidates(
     return out
 
 
-def lora_candidates(
-    ev: Evaluator, job_id: str, datasets: list[TaskData], holdouts: Holdouts,
-    live: dict[str, Live], rule: GateRule, *, spec: LoraSpec, config: TrainConfig,
-    warm_start: bool, on_progress: Callable[[Progress], None], check: Callable[[], None],
-) -> tuple[dict[str, float], list[Candidate]]:  # fmt: skip
-    """Train LoRA + heads on all tasks of the job together; gate each task's adapter."""
-    base = ev.base
+def train_lora(
+    base: LoadedBase, datasets: list[TaskData], live: dict[str, Live], *, spec: LoraSpec,
+    config: TrainConfig, warm_start: bool, on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[list[bytes], dict[str, float]]:  # fmt: skip
+    """LoRA + heads trained on all ``datasets`` together: one adapter blob per dataset, and
+    the run's figures. The one training recipe of a LoRA job (the benchmarks' oracle too).
+
+    With ``warm_start``, each head starts from the live adapter's, and where the live LoRA
+    stacks (``stacks_on``) the job trains its layers on top of it."""
     primary = live[datasets[0].task]
     lora_init, trained_layers = None, None
     if warm_start and primary.version != SEED_VERSION:
@@ -175,12 +177,29 @@ def lora_candidates(
         "train_examples_per_s": round(result.examples_per_s, 1),
         "epochs": result.epochs_run,
     }
-    out = []
-    for data in datasets:
-        task = data.task
-        blob = export_task_adapter(
-            result.model, task, num_labels=data.num_labels, base_model_id=base.model_id, spec=spec
+    blobs = [
+        export_task_adapter(
+            result.model, d.task, num_labels=d.num_labels, base_model_id=base.model_id, spec=spec
         )
+        for d in datasets
+    ]
+    return blobs, figures
+
+
+def lora_candidates(
+    ev: Evaluator, job_id: str, datasets: list[TaskData], holdouts: Holdouts,
+    live: dict[str, Live], rule: GateRule, *, spec: LoraSpec, config: TrainConfig,
+    warm_start: bool, on_progress: Callable[[Progress], None], check: Callable[[], None],
+) -> tuple[dict[str, float], list[Candidate]]:  # fmt: skip
+    """Train LoRA + heads on all tasks of the job together; gate each task's adapter."""
+    base = ev.base
+    blobs, figures = train_lora(
+        base, datasets, live, spec=spec, config=config, warm_start=warm_start,
+        on_progress=on_progress,
+    )  # fmt: skip
+    out = []
+    for data, blob in zip(datasets, blobs, strict=True):
+        task = data.task
         texts, labels = holdouts[task]
         anchor_texts, anchor_labels = ev.anchor(task)
         check()  # evaluation takes seconds: drop a stale job before it

@@ -24,7 +24,7 @@ TINY: dict[str, tuple[str, ...]] = {
     "inference": ("--rows", "16"),
     "swap": ("--swaps", "2"),
     "train": ("--rows", "32", "--epochs", "1", "--baseline-steps", "2"),
-    "adapt": ("--rows", "20", "--rate", "100", "--scenario", "abrupt"),
+    "adapt": ("--rows", "20", "--rate", "100", "--scenario", "abrupt", "--oracle-every", "400"),
     "poison": ("--rows", "60", "--epochs", "1"),
     "alerts": ("--rows", "4500"),  # its floor: 30 tickers need a baseline each
 }
@@ -42,6 +42,14 @@ REQUIRED: dict[str, set[str]] = {
         "device", "precision", "precision_probe_ms",
     },
     "train": {"precision", "precision_probe_ms"},
+    "adapt": {
+        "scenario", "feedback_fraction", "feedback_delay_s", "label_noise",
+        "post_shift_acc_streamtune", "post_shift_acc_static", "post_shift_acc_river",
+        "post_shift_acc_river_best_hindsight", "post_shift_acc_scheduled", "post_shift_acc_oracle",
+        "first_300_new_domain_acc_streamtune", "first_300_new_domain_acc_river",
+        "first_300_new_domain_acc_scheduled", "events_to_recover", "anchor_loss_max_points",
+        "anchor_below_bootstrap_max_points",
+    },
 }  # fmt: skip
 
 #: Table keys a benchmark may legitimately lack (none now).
@@ -78,3 +86,11 @@ def test_benchmark_runs_at_a_tiny_size(name, kafka_settings):
         assert figures["bench"] == name
         missing = (table_keys | REQUIRED.get(name, set())) - set(figures)
         assert not missing, f"bench {name} no longer reports {sorted(missing)}"
+    if name == "adapt":  # one line per feedback plan, each with its own labels
+        assert sorted((f["feedback_fraction"], f["label_noise"]) for f in lines) == [
+            (0.3, 0.05),
+            (1.0, 0.0),
+        ]
+        for f in lines:
+            assert isinstance(f["events_to_recover"], int)
+            assert 0.0 <= f["post_shift_acc_oracle"] <= 1.0
