@@ -16,6 +16,7 @@ from streamtune.core.settings import Settings
 #: here, in this order.
 BENCHES: dict[str, str] = {
     "replay": "streamtune.bench.replay_bench:run",
+    "client": "streamtune.bench.client_bench:run",
     "stream": "streamtune.bench.stream_bench:run",
     "drift": "streamtune.bench.drift_bench:run",
     "inference": "streamtune.bench.inference_bench:run",
@@ -74,7 +75,7 @@ def register(sub: Any) -> None:
     bench.add_argument(
         "--rows",
         type=int,
-        help="rows to use (replay, stream: 10000; inference: all 2388; train: all; "
+        help="rows to use (replay, stream: 10000; client: 100000; inference: all 2388; train: all; "
         "drift: events per stationary stream, 20000; adapt: pre-shift events, 400)",
     )
     bench.add_argument("--swaps", type=int, help="swap: adapters to publish (default 20)")

@@ -18,11 +18,26 @@ class DeliveryError(StreamtuneError, RuntimeError):
     """A record was not acknowledged by the broker."""
 
 
+class InvalidMessage(ContractError):
+    """A message a producer is about to send breaks its schema; nothing was sent.
+
+    ``message_type`` names the schema (``Interaction``, ``Feedback``); the text names each
+    field, the limit it breaks and the value it got (see :func:`schemas.base.describe`);
+    ``fields`` lists the offending fields (empty for a check across fields)."""
+
+    def __init__(self, message_type: str, reason: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(f"invalid {message_type}: {reason}; nothing was sent")
+        self.message_type = message_type
+        self.reason = reason
+        self.fields = fields
+
+
 __all__ = [
     "BrokerError",
     "ConfigError",
     "ContractError",
     "DeliveryError",
+    "InvalidMessage",
     "StreamtuneError",
     "UnknownTaskError",
 ]

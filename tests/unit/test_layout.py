@@ -25,6 +25,8 @@ STREAMING = ("faust", "mode")
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "schemas": (("schemas",), (*ML, *STREAMING, "aiokafka")),
     "streamtune.core": (("schemas", "streamtune.core"), (*ML, *STREAMING)),
+    # The producer client: what an event producer installs (`streamtune[client]`).
+    "streamtune.client": (("schemas", "streamtune.core", "streamtune.client"), (*ML, *STREAMING)),
     "streams": (("schemas", "streamtune.core", "streams"), ML),
     "models": (("schemas", "streamtune.core", "models"), (*STREAMING, "aiokafka")),
 }
