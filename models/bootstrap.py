@@ -64,6 +64,26 @@ def cache_key(task: str, base_model_id: str, texts: list[str], labels: list[int]
     return digest.hexdigest()
 
 
+def cached_file(cache_dir: Path, task: str, key: str) -> tuple[str, Path]:
+    """The version and the cache file of the bootstrap adapter with cache key ``key``; its
+    metrics sit beside the file (``.json``).
+
+    >>> cached_file(Path("/c"), "t", "0123456789abcdef" * 4)
+    ('bootstrap-0123456789ab', PosixPath('/c/bootstrap/t-0123456789abcdef01234567.safetensors'))
+    """
+    return f"bootstrap-{key[:12]}", cache_dir / "bootstrap" / f"{task}-{key[:24]}.safetensors"
+
+
+def locate(
+    task: str, base_model_id: str, *, spec: LoraSpec, config: TrainConfig, cache_dir: Path,
+    data_dir: Path,
+) -> tuple[str, Path]:  # fmt: skip
+    """Where :func:`bootstrap_adapter` keeps (or would keep) the adapter these inputs build,
+    and its version, without building it: what ``streamtune doctor`` checks."""
+    (texts, labels), _ = split_seed_data(task, data_dir)
+    return cached_file(cache_dir, task, cache_key(task, base_model_id, texts, labels, spec, config))
+
+
 def bootstrap_adapter(
     base: LoadedBase,
     task: str,
@@ -82,8 +102,7 @@ def bootstrap_adapter(
     """
     (texts, labels), _ = split_seed_data(task, data_dir)
     key = cache_key(task, base.model_id, texts, labels, spec, config)
-    version = f"bootstrap-{key[:12]}"
-    path = cache_dir / "bootstrap" / f"{task}-{key[:24]}.safetensors"
+    version, path = cached_file(cache_dir, task, key)
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return Bootstrap(

@@ -18,6 +18,7 @@ from streamtune.cli import (
     bench,
     bootstrap,
     demo,
+    doctor,
     kafka,
     monitor,
     replay,
@@ -29,7 +30,9 @@ from streamtune.cli import (
 from streamtune.cli.errors import explain
 
 #: Command groups in the order ``--help`` lists them.
-GROUPS = (kafka, schemas, replay, demo, bootstrap, serve, train, worker, monitor, acls, bench)
+GROUPS = (
+    doctor, kafka, schemas, replay, demo, bootstrap, serve, train, worker, monitor, acls, bench,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

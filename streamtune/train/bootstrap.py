@@ -15,7 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import PreTrainedModel
+
+from models.base_encoder import locate_base_model
 from models.bootstrap import Bootstrap, bootstrap_adapter, evaluate_file
+from models.bootstrap import locate as locate_cached
 from models.loader import LoadedBase, load_base
 from models.signing import load_signer
 from models.training import Progress
@@ -71,6 +75,17 @@ def build(
         on_progress=on_progress,
     )  # fmt: skip
     return base, result
+
+
+def locate(settings: Settings, task: str, encoder: PreTrainedModel) -> tuple[str, Path]:
+    """The version of the adapter :func:`build` would produce, and its cache file (present
+    once built), without building it: ``streamtune doctor`` looks for it."""
+    spec, config = bootstrap_recipe(settings, encoder)
+    model_id = locate_base_model(settings.base_model).model_id
+    return locate_cached(
+        task, model_id, spec=spec, config=config, cache_dir=settings.cache_dir,
+        data_dir=settings.data_dir,
+    )  # fmt: skip
 
 
 async def live_version(settings: Settings, task: str) -> str:
