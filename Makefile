@@ -24,9 +24,11 @@ test: venv lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Headless Chromium for the dashboard's browser test (Debian packages; skipped when present).
+# Under CI (CI set) a failed install fails: the browser test would fail anyway.
 browser:
 	@command -v chromium >/dev/null && [ -x /usr/bin/chromedriver ] || bash ops/browser.sh \
-		|| echo "make: could not install chromium; the browser test will skip" >&2
+		|| if [ -n "$$CI" ]; then echo "make: CI: could not install chromium" >&2; exit 1; \
+		else echo "make: could not install chromium; the browser test will skip" >&2; fi
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -62,7 +64,7 @@ kafka-status: venv
 # Re-pin requirements.lock after changing dependencies in pyproject.toml.
 lock:
 	rm -rf /tmp/streamtune-lock && python3 -m venv /tmp/streamtune-lock
-	/tmp/streamtune-lock/bin/pip install -q -e '.[dev]' setuptools wheel
+	/tmp/streamtune-lock/bin/pip install -q -e '.[all,dev]' setuptools wheel
 	( echo "# Exact versions for make/CI installs (Linux, Python 3.11). pyproject.toml holds the ranges."; \
 	  echo "# Regenerate after changing dependencies: make lock"; \
 	  /tmp/streamtune-lock/bin/pip freeze --all | grep -v -e '^-e' -e '^streamtune' -e '^pip==' ) > requirements.lock

@@ -213,6 +213,8 @@ def _anchor_figures(run: Run, start_anchor: float) -> tuple[float, float]:
     """(largest anchor fall at one promotion, largest fall below the start adapter), points."""
     loss, below = 0.0, 0.0
     for m in run.manifests:
+        if m.version == run.start_version:  # the start adapter itself, published before
+            continue
         new, old = (
             m.metrics.get("gate_anchor_new_accuracy"),
             m.metrics.get("gate_anchor_live_accuracy"),
@@ -329,7 +331,9 @@ def run_scenario_bench(
         "anchor_loss_max_points": anchor_loss,
         "anchor_below_bootstrap_max_points": anchor_below,
         "anchor_after_promotions": [
-            m.metrics.get("gate_anchor_new_accuracy") for m in streamtune.manifests
+            m.metrics.get("gate_anchor_new_accuracy")
+            for m in streamtune.manifests
+            if m.version != streamtune.start_version
         ][:32],
         "seconds_drift_to_adapted_answer": streamtune.seconds_drift_to_adapted_answer(),
         "adapters_promoted": streamtune.promoted,

@@ -202,11 +202,13 @@ async def drive(
     settle_timeout_s: float = 240.0,
     sample_every_s: float = 5.0,
     min_jobs: int = 0,
+    job_end_timeout_s: float = 0.0,
 ) -> Books:
     """Send ``count`` interactions (each with its feedback) at ``rate``/s; run ``fault`` (in a
     thread) after ``fault_after`` of them; wait until every acknowledged interaction is answered
     and labelled; keep the books. ``stream_span_s`` spreads the record timestamps over that much
-    stream time (an accelerated replay), starting now."""
+    stream time (an accelerated replay), starting now. With ``job_end_timeout_s``, then wait up
+    to that long for every train job to reach an end state (``JOB_END_STATES``)."""
     rows = csv_rows(DATA / "tfns" / "valid.csv")
     books = Books(pids={role: child.proc.pid for role, child in service.children.items()})
     collector = PredictionCollector(settings)
@@ -282,6 +284,8 @@ async def drive(
         await wait_for_jobs(
             settings, service, books, min_jobs, deadline=loop.time() + settle_timeout_s
         )
+        if job_end_timeout_s > 0:
+            await wait_for_job_ends(settings, service, books, loop.time() + job_end_timeout_s)
         await sample(settings, service, books, loop.time() - began)
         await read_labelled(settings, books)
     finally:
@@ -322,6 +326,25 @@ async def wait_for_jobs(
         if loop.time() > deadline:
             return
         await asyncio.sleep(2.0)
+
+
+async def wait_for_job_ends(
+    settings: Settings, service: LocalService, books: Books, deadline: float
+) -> None:
+    """Every train job the worker emitted has reached an end state (finished, rejected,
+    superseded or failed), or ``deadline`` passed; ``books.job_outcomes`` holds the latest."""
+    loop = asyncio.get_running_loop()
+    while True:
+        service.check()
+        books.jobs = len(await read_topic(settings, settings.topic(TRAIN_JOBS), timeout_s=60))
+        reports = await statuses(settings, timeout_s=60)
+        books.job_outcomes = {s.job_id: s.state for s in reports}
+        ended = [state for state in books.job_outcomes.values() if state in JOB_END_STATES]
+        if books.jobs and len(ended) >= books.jobs:
+            return
+        if loop.time() > deadline:
+            return
+        await asyncio.sleep(5.0)
 
 
 async def sample(settings: Settings, service: LocalService, books: Books, at_s: float) -> None:

@@ -121,7 +121,8 @@ def good_records(n: int) -> list[tuple[str, bytes, bytes]]:
     return out
 
 
-@pytest.mark.timeout(900)
+# The service's start (300 s), the sends, the watch (420 s, then up to 4 reads of 60 s), the stop.
+@pytest.mark.timeout(1300)
 def test_every_consumer_survives_a_batch_of_hostile_records(topics: Settings, tmp_path):
     key, _ = generate_keypair(tmp_path / "keys" / "trusted" / "trainer")
     settings = service_settings(

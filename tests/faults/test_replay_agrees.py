@@ -95,15 +95,21 @@ def test_replay_skips_exactly_what_the_consumers_reject(topics: Settings, tmp_pa
         if consumers_reject(line, text, label)
     }
     assert skipped == expected, (sorted(skipped ^ expected)[:10], proc.stderr[-2000:])
-    published = asyncio.run(
-        read_all(topics, topics.topic(INTERACTIONS), expect=len(rows) - len(skipped))
-    )
-    feedback = asyncio.run(read_all(topics, topics.topic(FEEDBACK)))
-    for record in published:
-        assert isinstance(Interaction.from_bytes(record.value), Interaction)
-    for record in feedback:
-        assert isinstance(Feedback.from_bytes(record.value), Feedback)
-    assert len(published) == len(rows) - len(skipped)
+    # Every row kept is published once; with --feedback-fraction 1, every kept row with a
+    # label has exactly one feedback record, with that label, and no other row has one.
+    kept = {f"fz-{line}": label for line, (_, label) in enumerate(rows, start=1)}
+    for line in skipped:
+        del kept[f"fz-{line}"]
+    labelled = {iid: label for iid, label in kept.items() if label is not None}
+    published = asyncio.run(read_all(topics, topics.topic(INTERACTIONS), expect=len(kept)))
+    feedback = asyncio.run(read_all(topics, topics.topic(FEEDBACK), expect=len(labelled)))
+    interactions = [Interaction.from_bytes(record.value) for record in published]
+    answers = [Feedback.from_bytes(record.value) for record in feedback]
+    assert sorted(i.interaction_id for i in interactions) == sorted(kept)
+    assert len(answers) == len(labelled), (len(answers), len(labelled))
+    assert {f.interaction_id: f.label for f in answers} == labelled
+    assert labelled, "the fuzzed rows had no valid label: nothing about feedback was checked"
     print(
-        f"\nreplay fuzz: {len(rows)} rows, {len(skipped)} skipped, all agreeing with the consumers and the schema"
+        f"\nreplay fuzz: {len(rows)} rows, {len(skipped)} skipped, {len(answers)} feedback, "
+        "all agreeing with the consumers and the schema"
     )

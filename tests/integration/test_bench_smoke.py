@@ -1,9 +1,11 @@
 """Every benchmark runs, at a tiny size, through the real entry point (``streamtune bench NAME
 --json``, the way ``make bench`` runs it), and prints the keys its readers rely on.
 
-The figures at these sizes mean nothing; what this catches is a benchmark that crashes
-(as ``bench stream`` did when ``--rows`` lost its default) or silently drops a key that the
-README table or the issue's checks read.
+The figures at these sizes mean nothing as speeds; what this catches is a benchmark that
+crashes (as ``bench stream`` did when ``--rows`` lost its default), silently drops a key that
+the README table or the issue's checks read, or prints a figure that cannot be right at any
+size (``tests.bench_figures.problems``: a NaN, a ratio that is not value ÷ baseline, an
+accuracy outside [0, 1], an interaction lost or answered twice).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 
 from streamtune.bench.results import ROWS, run_one
 from streamtune.cli.bench import BENCHES
+from tests.bench_figures import problems
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +22,7 @@ pytestmark = pytest.mark.integration
 #: added here too (the test below says so), so that none goes untested.
 TINY: dict[str, tuple[str, ...]] = {
     "replay": ("--rows", "200"),
+    "client": ("--rows", "200"),
     "stream": ("--rows", "200"),
     "drift": ("--rows", "1000", "--seeds", "1"),
     "inference": ("--rows", "16"),
@@ -86,6 +90,8 @@ def test_benchmark_runs_at_a_tiny_size(name, kafka_settings):
         assert figures["bench"] == name
         missing = (table_keys | REQUIRED.get(name, set())) - set(figures)
         assert not missing, f"bench {name} no longer reports {sorted(missing)}"
+        wrong = problems(name, figures)
+        assert not wrong, f"bench {name}: {wrong} in {figures}"
     if name == "adapt":  # one line per feedback plan, each with its own labels
         assert sorted((f["feedback_fraction"], f["label_noise"]) for f in lines) == [
             (0.3, 0.05),

@@ -324,3 +324,30 @@ def test_the_monitor_reads_everything_it_shows_under_its_role(secure):
     # Describing a group is not joining it: the monitor commits nowhere.
     with pytest.raises(KafkaError, match="Authorization"):
         asyncio.run(_commit(monitor, monitor.serve_group_id, monitor.topic("interactions"), 0))
+
+
+# Two `doctor` runs (up to 300 s each), and the module's broker start (150 s) if it runs first.
+@pytest.mark.timeout(900)
+def test_doctor_checks_the_acls_of_the_role_it_logs_in_as(secure, tmp_path):
+    """`streamtune doctor` under a SASL login: the serve role sees its topics; the same login
+    taken for the trainer's (whose topics serve may not see) is told to apply the ACLs."""
+
+    def doctor(**extra: str) -> tuple[int, dict[str, str]]:
+        env = {**secure.cli_env("serve"), "STREAMTUNE_CACHE_DIR": str(tmp_path), **extra}
+        proc = streamtune(env, "doctor", timeout_s=300)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode, {line[6:17].strip(): line for line in proc.stdout.splitlines()}
+
+    _, lines = doctor()
+    assert lines["broker"].startswith("ok"), lines
+    assert lines["topics"].startswith("ok"), lines
+    assert lines["acls"].startswith("ok") and "User:serve is the serve role" in lines["acls"]
+    assert "not needed by role serve" in lines["signing key"], lines
+
+    code, lines = doctor(
+        STREAMTUNE_ACL_TRAINER_PRINCIPAL="User:serve", STREAMTUNE_ACL_SERVE_PRINCIPAL="User:x"
+    )
+    assert code == 2
+    acls = lines["acls"]
+    assert acls.startswith("FAIL") and "User:serve (trainer) cannot see" in acls, acls
+    assert "sec-train-jobs" in acls and "`streamtune acls apply" in acls, acls

@@ -65,6 +65,7 @@ async def adapters_published(settings: Settings) -> list[AdapterManifest]:
     ]
 
 
+@pytest.mark.timeout(1300)  # the trainer's start (180 s) and stop (120 s), one outcome (900 s)
 def test_a_job_from_real_offsets_is_promoted_and_served(train_settings):
     """Crypto comments: the seed model answers them poorly; 300 labelled ones fix that, and a
     rehearsal sample of older finance tweets keeps the model from forgetting them. The fast
@@ -112,6 +113,7 @@ def test_a_job_from_real_offsets_is_promoted_and_served(train_settings):
     assert states[0] == "started" and "progress" in states and states[-1] == "finished"
 
 
+@pytest.mark.timeout(1300)  # the trainer's start (180 s) and stop (120 s), one outcome (900 s)
 def test_shuffled_labels_are_rejected_by_the_gate(train_settings):
     settings = train_settings
     rows = csv_rows(DATA / "tfns" / "train.csv")[::20][:400]  # the file is grouped by label
@@ -134,6 +136,7 @@ def test_shuffled_labels_are_rejected_by_the_gate(train_settings):
         assert outcome.metrics[f"{TFNS}/{stage}/gate_p_value"] > 0.05
 
 
+@pytest.mark.timeout(1300)  # the trainer's start (180 s) and stop (120 s), one outcome (900 s)
 def test_corrupt_examples_are_retried_then_the_job_fails(train_settings):
     settings = Settings(**{**train_settings.model_dump(), "train_max_attempts": 2})
     garbage = [b"{not json", b"\xff\xfe", b'{"interaction_id": "x"}'] * 10
@@ -160,6 +163,7 @@ def test_corrupt_examples_are_retried_then_the_job_fails(train_settings):
     assert live == []
 
 
+@pytest.mark.timeout(1300)  # the trainer's start (180 s) and stop (120 s), one outcome (900 s)
 def test_a_multi_task_job_reports_metrics_for_both_tasks(train_settings):
     settings = Settings(
         **{
@@ -196,6 +200,7 @@ def test_a_multi_task_job_reports_metrics_for_both_tasks(train_settings):
     assert set(outcome.adapter_versions) == {TFNS, "banking77-intent"}
 
 
+@pytest.mark.timeout(1300)  # the trainer's start (180 s) and stop (120 s), one outcome (900 s)
 def test_the_fast_head_is_published_first_and_within_the_job(train_settings):
     """With the fast head on, the job publishes ``JOB-head`` (a new head on the live
     encoder's features) before any LoRA training, with the gate's evidence in its manifest."""
@@ -229,6 +234,7 @@ def test_the_fast_head_is_published_first_and_within_the_job(train_settings):
         assert live[1].version == "job-fast" and live[1].parent_version == "job-fast-head"
 
 
+@pytest.mark.timeout(2200)  # the trainer's start (180 s) and stop (120 s), two outcomes (900 s)
 def test_a_newer_drift_job_supersedes_an_older_job(train_settings):
     """A job whose data a newer drift made stale ends as ``superseded`` and publishes nothing;
     the drift job runs."""

@@ -48,6 +48,8 @@ def start_trainer(settings: Settings, key_file) -> subprocess.Popen[str]:
     raise AssertionError(f"trainer did not start (exit {proc.wait()})")
 
 
+# Two trainer starts, training's start (180 s), the rerun's outcome (300 s), the stop (60 s).
+@pytest.mark.timeout(900)
 def test_trainer_killed_mid_job_reruns_it_after_restart(topics: Settings, tmp_path):
     from models.signing import generate_keypair
 
