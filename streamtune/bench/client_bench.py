@@ -20,9 +20,10 @@ from itertools import cycle, islice
 
 from schemas.fields import now_ms
 from schemas.messages import Interaction
+from streamtune.bench.common import raw_aiokafka_send
 from streamtune.bench.replay_bench import _rows
 from streamtune.client import DEFAULT_MAX_IN_FLIGHT, StreamtuneProducer
-from streamtune.core.clients import make_admin, make_producer
+from streamtune.core.clients import make_admin
 from streamtune.core.settings import Settings
 from streamtune.core.topic_admin import create_topics
 
@@ -46,20 +47,7 @@ async def _raw_aiokafka(settings: Settings, records: list[_Record], ts: int) -> 
         )
         for r in records
     ]
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        began = time.monotonic()
-        pending = []
-        for key, value in encoded:
-            pending.append(await producer.send(topic, value, key=key))
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        return time.monotonic() - began
-    finally:
-        await producer.stop()
+    return await raw_aiokafka_send(settings, topic, encoded)
 
 
 async def _client(settings: Settings, records: list[_Record], ts: int) -> float:

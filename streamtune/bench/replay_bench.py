@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import time
 from collections.abc import Iterator
 from itertools import chain, islice
 from pathlib import Path
 
 from schemas.fields import now_ms
 from schemas.messages import Interaction
-from streamtune.core.clients import make_admin, make_producer
+from streamtune.bench.common import raw_aiokafka_send
+from streamtune.core.clients import make_admin
 from streamtune.core.settings import Settings
 from streamtune.core.topic_admin import create_topics
 from streamtune.replay import BadRow, ReplayRow, read_rows, replay
@@ -47,20 +47,7 @@ async def _raw_aiokafka(settings: Settings, topic: str, rows: list[ReplayRow]) -
         )
         for i, r in enumerate(rows)
     ]
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        began = time.monotonic()
-        pending = []
-        for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        return time.monotonic() - began
-    finally:
-        await producer.stop()
+    return await raw_aiokafka_send(settings, topic, records)
 
 
 async def _run(settings: Settings, n: int) -> dict[str, object]:
