@@ -26,3 +26,16 @@ async def committed(settings: Settings, group: str, topic: str) -> dict[int, int
         return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
     finally:
         await admin.close()
+
+
+async def send_raw(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
+    """One record, as written (a tombstone when ``value`` is None), to ``topic`` under
+    ``settings``' prefix: what a hostile or careless producer can do."""
+    from streamtune.core.clients import make_producer
+
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(topic), value, key=key)
+    finally:
+        await producer.stop()

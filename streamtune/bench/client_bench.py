@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import time
 from dataclasses import dataclass
 from itertools import cycle, islice
 
 from schemas.fields import now_ms
 from schemas.messages import Interaction
-from streamtune.bench.common import raw_aiokafka_send
+from streamtune.bench.common import raw_aiokafka_send, scratch_topics
 from streamtune.bench.replay_bench import _rows
 from streamtune.client import DEFAULT_MAX_IN_FLIGHT, StreamtuneProducer
-from streamtune.core.clients import make_admin
 from streamtune.core.settings import Settings
-from streamtune.core.topic_admin import create_topics
 
 TASK = "tfns-sentiment"
 
@@ -60,10 +57,6 @@ async def _client(settings: Settings, records: list[_Record], ts: int) -> float:
 
 
 async def _run(settings: Settings, n: int) -> dict[str, object]:
-    settings = Settings(
-        **{**settings.model_dump(), "topic_prefix": f"bench-{secrets.token_hex(4)}-"}
-    )
-    await create_topics(settings)
     texts = [r.text for r in _rows(min(n, 12_000))]
     ts = now_ms()
 
@@ -72,19 +65,12 @@ async def _run(settings: Settings, n: int) -> dict[str, object]:
 
     raw_s: list[float] = []
     client_s: list[float] = []
-    try:
+    async with scratch_topics(settings, "client") as settings:
         await _raw_aiokafka(settings, records("warm-raw", 500), ts)
         await _client(settings, records("warm-client", 500), ts)
         for round_ in range(2):
             raw_s.append(await _raw_aiokafka(settings, records(f"raw{round_}", n), ts))
             client_s.append(await _client(settings, records(f"client{round_}", n), ts))
-    finally:
-        admin = make_admin(settings)
-        await admin.start()
-        try:
-            await admin.delete_topics([s.name for s in settings.topic_specs()])
-        finally:
-            await admin.close()
     client_rate = n / min(client_s)
     raw_rate = n / min(raw_s)
     return {

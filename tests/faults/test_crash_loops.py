@@ -23,7 +23,7 @@ from schemas.topics import DEAD_LETTER, INTERACTIONS, MODEL_EVENTS, MODEL_UPDATE
 from streamtune.core.clients import make_producer
 from streamtune.core.settings import Settings
 from streamtune.model_updates.sequence import clock_us
-from tests.kafka_helpers import committed, read_all
+from tests.kafka_helpers import committed, read_all, send_raw
 from tests.serve_helpers import TASK, publish, running_server, start_serve, trained_blob, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -64,15 +64,6 @@ async def produce_interactions(
             await producer.send_and_wait(
                 settings.topic(INTERACTIONS), itx.to_bytes(), key=i.encode(), timestamp_ms=stamp
             )
-    finally:
-        await producer.stop()
-
-
-async def produce_raw(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topic(topic), value, key=key)
     finally:
         await producer.stop()
 
@@ -147,7 +138,7 @@ def test_a_record_the_model_cannot_take_is_dead_lettered_and_the_rest_answered(s
 @pytest.mark.timeout(600)
 def test_a_chunk_that_is_not_base64_does_not_stop_serve_at_start_up(settings):
     """As a new user met it: the record below on model-updates, then `streamtune serve`."""
-    asyncio.run(produce_raw(settings, MODEL_UPDATES, b"tfns-sentiment@evil1#0", EVIL_CHUNK))
+    asyncio.run(send_raw(settings, MODEL_UPDATES, b"tfns-sentiment@evil1#0", EVIL_CHUNK))
     proc = start_serve(settings)  # raised binascii.Error here before
     try:
         asyncio.run(produce_interactions(settings, ["x-1", "x-2"]))
@@ -174,8 +165,8 @@ def test_hostile_updates_after_start_up_never_end_following(settings):
 
     async def go():
         async with running_server(settings) as server:
-            await produce_raw(settings, MODEL_UPDATES, b"tfns-sentiment@evil1#0", EVIL_CHUNK)
-            await produce_raw(settings, MODEL_UPDATES, TASK.encode(), forged.to_bytes())
+            await send_raw(settings, MODEL_UPDATES, b"tfns-sentiment@evil1#0", EVIL_CHUNK)
+            await send_raw(settings, MODEL_UPDATES, TASK.encode(), forged.to_bytes())
             await wait_until(lambda: server.stats.rejected >= 1, timeout_s=60)
             await publish(settings, signer_of(settings), "v1", good)
             await wait_until(lambda: server.stats.versions[TASK] == "v1", timeout_s=120)

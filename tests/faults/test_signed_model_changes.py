@@ -39,7 +39,7 @@ from streamtune.model_updates.publisher import sign_and_publish
 from streamtune.model_updates.records import AdapterNotFound, chunk_key, history_key
 from streamtune.model_updates.sequence import MAX_AHEAD_US, clock_us
 from tests.conftest import _delete_topics, unique_prefix
-from tests.kafka_helpers import read_all
+from tests.kafka_helpers import read_all, send_raw
 from tests.serve_helpers import TASK, make_keys, running_server, trained_blob, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.security]
@@ -91,12 +91,7 @@ async def publish(settings: Settings, signer: Signer, version: str, size: int = 
 
 
 async def send(settings: Settings, key: str, value: bytes | None) -> None:
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topic(MODEL_UPDATES), value, key=key.encode())
-    finally:
-        await producer.stop()
+    await send_raw(settings, MODEL_UPDATES, key.encode(), value)
 
 
 async def compact(src: Settings, dst: Settings) -> None:

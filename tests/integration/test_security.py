@@ -31,6 +31,7 @@ from streamtune.core.topic_reader import read_topic
 from streamtune.model_updates.follower import UpdatesFollower
 from streamtune.model_updates.history import history
 from tests.conftest import REPO, free_port
+from tests.kafka_helpers import send_raw
 from tests.security_helpers import make_security
 from tests.serve_helpers import TASK, make_keys, publish, running_server, trained_blob, wait_until
 
@@ -177,12 +178,7 @@ def test_an_unauthorised_write_is_reported_in_one_line(secure, tmp_path):
 
 
 async def _send_raw(settings: Settings, key: str, value: bytes) -> None:
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topic(MODEL_UPDATES), value, key=key.encode())
-    finally:
-        await producer.stop()
+    await send_raw(settings, MODEL_UPDATES, key.encode(), value)
 
 
 async def _live_seen_by_a_new_follower(settings: Settings) -> tuple[str, int]:
