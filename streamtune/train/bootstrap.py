@@ -2,7 +2,9 @@
 against the seed probe, sign it and publish it, so that serving starts from a strong model.
 
 Built once per machine (``models.bootstrap`` caches it by a hash of its inputs); publishing
-is skipped when that exact version is already live on ``model-updates``.
+is skipped when that exact version is already live on ``model-updates``. Its manifest
+carries its accuracy on the gate's anchor set, measured here (seconds, so the cache need not
+hold it): the reference of the gate's anchor floor (``streamtune.train.reference``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import csv
 import logging
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transformers import PreTrainedModel
@@ -21,6 +24,7 @@ from models.base_encoder import locate_base_model
 from models.bootstrap import Bootstrap, bootstrap_adapter, evaluate_file
 from models.bootstrap import locate as locate_cached
 from models.loader import LoadedBase, load_base
+from models.seed import anchor_examples
 from models.signing import load_signer
 from models.training import Progress
 from schemas.messages import SEED_VERSION
@@ -30,6 +34,7 @@ from streamtune.core.settings import Settings
 from streamtune.model_updates.follower import UpdatesFollower
 from streamtune.model_updates.publisher import sign_and_publish
 from streamtune.train.config import bootstrap_recipe, gate_rule
+from streamtune.train.reference import carried, carry
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,17 @@ def build(
         cache_dir=settings.cache_dir, data_dir=settings.data_dir, gate=gate_rule(settings),
         on_progress=on_progress,
     )  # fmt: skip
-    return base, result
+    return base, with_anchor_reference(settings, base, result)
+
+
+def with_anchor_reference(settings: Settings, base: LoadedBase, result: Bootstrap) -> Bootstrap:
+    """``result`` with its accuracy on the gate's anchor set (``STREAMTUNE_GATE_ANCHOR_SIZE``
+    examples) in its metrics, the reference that the trainer's promotions carry forward."""
+    texts, labels = anchor_examples(result.task, settings.data_dir, settings.gate_anchor_size)
+    if carried(result.metrics, len(labels)) is not None:
+        return result
+    accuracy = evaluate_file(base, result.blob, result.task, texts, labels)
+    return replace(result, metrics={**result.metrics, **carry(accuracy, len(labels))})
 
 
 def locate(settings: Settings, task: str, encoder: PreTrainedModel) -> tuple[str, Path]:
@@ -117,7 +132,8 @@ async def publish(settings: Settings, base: LoadedBase, result: Bootstrap) -> bo
 
 
 def progress_bar(task: str) -> Callable[[Progress], None]:
-    """A tqdm bar on a terminal; otherwise a line every 10% of the steps."""
+    """A tqdm bar (with its ETA) on a terminal; otherwise a line every 10% of the steps, with
+    the time left at the rate so far, so that a log never sits silent for minutes."""
     from tqdm import tqdm
 
     if sys.stderr.isatty():
@@ -130,18 +146,30 @@ def progress_bar(task: str) -> Callable[[Progress], None]:
 
         return on_bar
     shown = [-1]
+    began = time.monotonic()
 
     def on_line(p: Progress) -> None:
         tenth = 10 * p.step // p.steps
         if tenth > shown[0]:
             shown[0] = tenth
+            left = (time.monotonic() - began) * (p.steps - p.step) / max(1, p.step)
             print(
                 f"      bootstrap {task}: {10 * tenth}% (epoch {p.epoch + 1}/{p.epochs}, "
-                f"{p.examples_per_s:.0f} examples/s)",
+                f"{p.examples_per_s:.0f} examples/s, about {eta(left)} left)",
                 flush=True,
             )
 
     return on_line
+
+
+def eta(seconds: float) -> str:
+    """A duration as a person reads it.
+
+    >>> eta(42), eta(125), eta(3700)
+    ('42 s', '2 min 5 s', '61 min 40 s')
+    """
+    seconds = max(0, round(seconds))
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60} s"
 
 
 def run(

@@ -55,5 +55,8 @@ def train_config(settings: Settings, **overrides: object) -> TrainConfig:
 def gate_rule(settings: Settings) -> GateRule:
     """The gate as configured (``STREAMTUNE_GATE_*``)."""
     return GateRule(
-        settings.gate_alpha, settings.gate_min_improvement, settings.gate_anchor_tolerance
+        settings.gate_alpha,
+        settings.gate_min_improvement,
+        settings.gate_anchor_tolerance,
+        settings.gate_anchor_floor,
     )

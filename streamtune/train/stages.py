@@ -32,14 +32,18 @@ from models.training import (
     train,
 )
 from schemas.messages import SEED_VERSION
+from streamtune.train.reference import carry
 
 
 @dataclass(frozen=True)
 class Live:
-    """The adapter a task is served with now (the seed model when none is)."""
+    """The adapter a task is served with now (the seed model when none is), and the anchor
+    accuracy of its chain's bootstrap: the reference of the gate's anchor floor (None: no
+    floor; ``streamtune.train.reference``)."""
 
     version: str
     blob: bytes
+    anchor_reference: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,17 @@ class Evaluator:
             self._anchor_features[key] = self.live_predictor(task, live).embed(self.anchor(task)[0])
         return self._anchor_features[key]
 
+    def live_anchor_accuracy(self, task: str, live: Live) -> float:
+        """The live adapter's anchor accuracy, from its cached anchor features."""
+        features = self.anchor_features(task, live)
+        return _accuracy(_hits(_labels(head_of(live.blob), features), self.anchor(task)[1]))
+
+    def anchor_accuracy(self, task: str, blob: bytes, version: str) -> float:
+        """Any adapter's anchor accuracy through the serving path (nothing cached)."""
+        texts, labels = self.anchor(task)
+        predictor = self.base.predictor(blob, task=task, version=version)
+        return _accuracy(_hits([p.label for p in predictor.predict(texts)], labels))
+
 
 def _hits(predicted: list[int], labels: list[int]) -> list[bool]:
     return [p == y for p, y in zip(predicted, labels, strict=True)]
@@ -131,12 +146,16 @@ def fast_head_candidates(
             old_hits += _hits(_labels(old, features[:fresh]), data.labels[:fresh])
         anchor_new = _accuracy(_hits(_labels(new, anchor), anchor_labels))
         anchor_old = _accuracy(_hits(_labels(old, anchor), anchor_labels))
-        decision = rule.decide(new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old)
+        decision = rule.decide(
+            new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old,
+            anchor_reference=current.anchor_reference,
+        )  # fmt: skip
         metrics = {
             **decision.figures,
             "head_penalty": new.penalty,
             "cross_fitted_examples": 0 if crossed is None else len(crossed),
             "train_examples": len(data.texts),
+            **carry(current.anchor_reference, len(anchor_labels)),
         }
         out.append(
             Candidate(task, "head", f"{job_id}-head", with_head(current.blob, new), data.num_labels, metrics, decision)
@@ -210,10 +229,18 @@ def lora_candidates(
         old = ev.live_predictor(task, live[task])
         old_hits = _hits([p.label for p in old.predict(texts)], labels)
         # The live model's anchor answers come from its cached anchor features.
-        anchor = ev.anchor_features(task, live[task])
-        anchor_old = _accuracy(_hits(_labels(head_of(live[task].blob), anchor), anchor_labels))
-        decision = rule.decide(new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old)
+        anchor_old = ev.live_anchor_accuracy(task, live[task])
+        reference = live[task].anchor_reference
+        decision = rule.decide(
+            new_hits, old_hits, anchor_new=anchor_new, anchor_live=anchor_old,
+            anchor_reference=reference,
+        )  # fmt: skip
         version = job_id if len(datasets) == 1 else f"{job_id}.{task}"
-        metrics = {**decision.figures, "train_examples": len(data.texts), **figures}
+        metrics = {
+            **decision.figures,
+            "train_examples": len(data.texts),
+            **figures,
+            **carry(reference, len(anchor_labels)),
+        }
         out.append(Candidate(task, "lora", version, blob, data.num_labels, metrics, decision))
     return figures, out

@@ -15,8 +15,10 @@ For each job:
 4. report every step on ``train-status``.
 
 The gate (``models.gate``) compares candidate and live model on the same holdout examples
-with an exact McNemar test, and guards the task's anchor set against forgetting; the
-decision's numbers go into the status event and the manifest.
+with an exact McNemar test, and guards the task's anchor set against forgetting: at each
+promotion, and against an absolute floor below the bootstrap adapter, whose anchor accuracy
+every promoted manifest carries forward (``streamtune.train.reference``). The decision's
+numbers go into the status event and the manifest.
 
 A job whose data a newer drift made stale is dropped as ``superseded``: before it starts,
 between its stages, during training and before anything is published (``job_watch``).
@@ -54,7 +56,7 @@ from models.signing import Keyring, Signer, load_keyring, load_signer
 from models.training import Progress, TrainConfig
 from schemas import limits
 from schemas.fields import now_ms
-from schemas.messages import SEED_VERSION, JobStatus, TrainJob
+from schemas.messages import SEED_VERSION, AdapterManifest, JobStatus, TrainJob
 from schemas.topics import TRAIN_JOBS, TRAIN_STATUS
 from streamtune.core.clients import make_consumer, make_producer
 from streamtune.core.errors import StreamtuneError
@@ -62,10 +64,13 @@ from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings
 from streamtune.core.validating_consumer import ValidatingConsumer
 from streamtune.model_updates.follower import Update, UpdatesFollower
+from streamtune.model_updates.history import history, verified_blob
 from streamtune.model_updates.publisher import sign_and_publish
+from streamtune.model_updates.records import AdapterNotFound
 from streamtune.train.config import gate_rule, lora_spec, train_config
 from streamtune.train.dataset import JobData, job_data
 from streamtune.train.job_watch import JobWatch
+from streamtune.train.reference import carried, chain_reference, is_bootstrap
 from streamtune.train.stages import (
     Candidate,
     Evaluator,
@@ -117,6 +122,8 @@ class Trainer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train")
         self._cancel = threading.Event()
         self._live_updates: dict[str, Update] = {}
+        # (task, version) -> the anchor floor's reference of the chain that version is in.
+        self._references: dict[tuple[str, str], float | None] = {}
         self._progress_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
         self.metrics = Metrics()
         # A training step counts as progress: a long job is busy, not stalled.
@@ -323,7 +330,9 @@ class Trainer:
                 parent_version=live[c.task].version, metrics=c.metrics, job_id=job.job_id,
             )  # fmt: skip
             self.follower.published[(c.task, c.version)] = hashlib.sha256(c.blob).hexdigest()
-            live[c.task] = Live(c.version, c.blob)
+            reference = live[c.task].anchor_reference  # carried in c.metrics too
+            self._references[(c.task, c.version)] = reference
+            live[c.task] = Live(c.version, c.blob, reference)
             outcome.versions[c.task] = c.version
             notes.append(f"{c.task} {c.stage}: promoted {c.version}, {c.decision.reason}")
 
@@ -419,8 +428,6 @@ class Trainer:
             if update is not None and update.manifest is not None and update.blob is not None:
                 try:
                     verify_adapter(update.manifest, update.blob, self.keyring)
-                    out[task] = Live(update.manifest.version, update.blob)
-                    continue
                 except AdapterRejected as exc:
                     log.warning(
                         "live adapter %s/%s does not verify (%s); comparing against the seed model",
@@ -428,8 +435,57 @@ class Trainer:
                         update.manifest.version,
                         exc,
                     )
-            out[task] = Live(SEED_VERSION, self.base.seed(task))
+                else:
+                    reference = await self._anchor_reference(task, update.manifest, update.blob)
+                    out[task] = Live(update.manifest.version, update.blob, reference)
+                    continue
+            out[task] = Live(SEED_VERSION, self.base.seed(task))  # no bootstrap: no floor
         return out
+
+    async def _anchor_reference(
+        self, task: str, manifest: AdapterManifest, blob: bytes
+    ) -> float | None:
+        """The anchor floor's reference for the verified live ``manifest``: the one its signed
+        metrics carry; else the one of its chain (``streamtune.train.reference``), measured
+        once per version; None (no floor) where the chain has no bootstrap."""
+        examples = len(self.evaluator.anchor(task)[1])
+        reference = carried(manifest.metrics, examples)
+        if reference is not None:
+            return reference
+        key = (task, manifest.version)
+        if key not in self._references:
+            parent = (task, manifest.parent_version or SEED_VERSION)
+            if parent in self._references and not is_bootstrap(manifest):
+                self._references[key] = self._references[parent]
+            else:
+                self._references[key] = await self._chain_reference(task, manifest, blob, examples)
+        return self._references[key]
+
+    async def _chain_reference(
+        self, task: str, manifest: AdapterManifest, blob: bytes, examples: int
+    ) -> float | None:
+        root: AdapterManifest | None = manifest
+        if not is_bootstrap(manifest):
+            published, _ = await history(self.settings, task, self.keyring)
+            reference, root = chain_reference(manifest, published, examples)
+            if root is None:
+                if reference is None:
+                    log.info(
+                        "%s/%s: no bootstrap in its chain, no anchor floor", task, manifest.version
+                    )
+                return reference
+            try:
+                blob = await verified_blob(self.settings, root, self.keyring)
+            except (AdapterRejected, AdapterNotFound) as exc:
+                log.warning(
+                    "%s: cannot read bootstrap %s (%s); no anchor floor", task, root.version, exc
+                )
+                return None
+        log.info("%s: measuring the anchor accuracy of bootstrap %s", task, root.version)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, self.evaluator.anchor_accuracy, task, blob, root.version
+        )
 
     async def _status(
         self, job: TrainJob, state: str, attempt: int, *, progress: float | None = None, message: str | None = None,
