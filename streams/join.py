@@ -19,6 +19,13 @@ Rules:
   interaction that expires without feedback leaves a small marker for another ``ttl_ms``,
   so that feedback arriving after it is recognised as late: counted and dead-lettered
   (``late_feedback``), never silently dropped.
+- Memory is bounded: a partition keeps at most ``max_entries`` entries (waiting, held, and
+  the done and expired markers). A producer that floods unique ids pushes out the oldest
+  (the earliest deadline, first come first out among equals), each expired at once exactly
+  as its TTL would have expired it (held examples go out, feedback is dead-lettered as
+  ``join_expired``, an interaction counts as expired), and counted in ``evicted_entries``.
+  No marker is left for what the cap pushed out: a repeat or late feedback for it waits
+  like feedback for an unknown id, and is dead-lettered when it expires in turn.
 - Each interaction gives the input-drift statistic one observation, once its prediction is
   known: the prediction's ``token_count`` (the serving tokenizer's count), or the text's
   whitespace tokens when the prediction carries none. An interaction that goes out or
@@ -48,6 +55,7 @@ Rules:
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, MutableMapping
@@ -94,6 +102,7 @@ COUNTERS = (
     "duplicate_interactions",
     "duplicate_predictions",
     "task_conflicts",
+    "evicted_entries",
 )
 
 __all__ = ["COUNTERS", "JoinConfig", "JoinPartition", "TaskObservations", "progress_key"]
@@ -118,6 +127,19 @@ class JoinConfig:
     pair_tasks: frozenset[str] = frozenset()
     #: A record's timestamp moves stream time at most this far past the worker's clock.
     max_ahead_ms: int = limits.MAX_AHEAD_MS
+    #: Entries kept per partition; beyond it the oldest expire at once (see the module doc).
+    max_entries: int = 100_000
+
+    @classmethod
+    def from_settings(cls, s: Any) -> JoinConfig:
+        """The worker's join configuration from its settings."""
+        return cls(
+            ttl_ms=int(s.join_ttl_s * 1000),
+            prediction_wait_ms=int(s.join_prediction_wait_s * 1000),
+            pair_tasks=frozenset({s.alert_task}),
+            max_ahead_ms=int(s.stream_max_ahead_s * 1000),
+            max_entries=s.join_max_entries,
+        )
 
 
 @dataclass
@@ -174,7 +196,11 @@ class JoinPartition:
         self.labelled_next: int = progress.labelled_next
         self.counts: dict[str, int] = {name: progress.counts.get(name, 0) for name in COUNTERS}
         self._dirty: dict[str, JoinEntry | None] = {}
-        self._heap: list[tuple[int, str]] = []
+        #: ``(deadline, arrival, key)``: the arrival number puts the oldest first among equals.
+        self._heap: list[tuple[int, int, str]] = []
+        self._arrivals = itertools.count()
+        #: Entries of this partition held, in the store and in pending changes.
+        self.size = 0
         self._labelled: list[LabelledExample] = []
         self._dead: list[DeadLetter] = []
         self._obs: dict[str, TaskObservations] = {}
@@ -182,7 +208,8 @@ class JoinPartition:
         for key, value in list(store.items()):
             entry = None if is_progress_key(key) else _read_entry(key, value, partition)
             if entry is not None and entry.partition == partition:
-                self._heap.append((entry.deadline_ms, key))
+                self._heap.append((entry.deadline_ms, next(self._arrivals), key))
+                self.size += 1
         heapq.heapify(self._heap)
 
     # --- inputs -------------------------------------------------------------------------
@@ -443,13 +470,37 @@ class JoinPartition:
             self.stream_time = ts_ms
         heap = self._heap
         while heap and heap[0][0] <= self.stream_time:
-            deadline, key = heapq.heappop(heap)
-            entry = self._get(key)
-            if entry is None or entry.deadline_ms != deadline:
-                continue  # the entry moved on since this deadline was set
-            self._expire(key, entry)
+            popped = self._pop_oldest()
+            if popped is not None:
+                self._expire(*popped)
 
-    def _expire(self, key: str, entry: JoinEntry) -> None:
+    def _pop_oldest(self) -> tuple[str, JoinEntry] | None:
+        """Take the earliest deadline off the heap: its entry, or None when it moved on."""
+        deadline, _, key = heapq.heappop(self._heap)
+        entry = self._get(key)
+        if entry is None or entry.deadline_ms != deadline:
+            return None  # the entry moved on since this deadline was set
+        return key, entry
+
+    def _bound(self) -> None:
+        """Beyond ``max_entries``, the oldest entries expire now, as if late, and are counted.
+
+        Each one leaves nothing behind (no done or expired marker), so that every eviction
+        frees a place: a marker would itself be the newest entry.
+        """
+        while self.size > self.config.max_entries and self._heap:
+            popped = self._pop_oldest()
+            if popped is None:
+                continue
+            key, entry = popped
+            self.counts["evicted_entries"] += 1
+            cap = self.config.max_entries
+            self._expire(key, entry, why=f"the partition's join reached its cap of {cap} entries")
+            if self._get(key) is not None:
+                self._put(key, None)
+
+    def _expire(self, key: str, entry: JoinEntry, why: str | None = None) -> None:
+        """Stream time passed the entry's deadline (or the cap pushed it out, ``why``)."""
         if entry.state == HELD:
             self._emit(key, entry)
         elif entry.state in (DONE, EXPIRED):
@@ -469,7 +520,9 @@ class JoinPartition:
                 feedback,
                 entry.feedback_offset or 0,
                 "join_expired",
-                f"no interaction within {ttl_s:g} s",
+                f"no interaction within {ttl_s:g} s"
+                if why is None
+                else f"no interaction before {why}",
             )
             self._put(key, None)
         elif entry.interaction is not None:
@@ -491,11 +544,23 @@ class JoinPartition:
         value = self.store.get(key)
         return None if value is None else _read_entry(key, value, self.partition)
 
+    def _has_entry(self, key: str) -> bool:
+        """Whether ``key`` has an entry (a pending change, or the store's value)."""
+        if key in self._dirty:
+            return self._dirty[key] is not None
+        return key in self.store
+
     def _put(self, key: str, entry: JoinEntry | None) -> None:
+        known = self._has_entry(key)
         self._dirty[key] = entry
-        if entry is not None:
-            # Stale heap items are skipped when popped (their deadline no longer matches).
-            heapq.heappush(self._heap, (entry.deadline_ms, key))
+        if entry is None:
+            self.size -= known
+            return
+        # Stale heap items are skipped when popped (their deadline no longer matches).
+        heapq.heappush(self._heap, (entry.deadline_ms, next(self._arrivals), key))
+        if not known:
+            self.size += 1
+            self._bound()  # only a new id grows the partition's state
 
     def _observe(self, task: str) -> TaskObservations:
         obs = self._obs.get(task)

@@ -47,12 +47,7 @@ class JoinAgent:
 
     def __init__(self, topology: Topology) -> None:
         self.t = topology
-        self.config = JoinConfig(
-            ttl_ms=int(topology.settings.join_ttl_s * 1000),
-            prediction_wait_ms=int(topology.settings.join_prediction_wait_s * 1000),
-            pair_tasks=frozenset({topology.settings.alert_task}),
-            max_ahead_ms=int(topology.settings.stream_max_ahead_s * 1000),
-        )
+        self.config = JoinConfig.from_settings(topology.settings)
         self.changelog = ChangelogWriter(topology.app, topology.join_table)
         self.entities = EntityExtractor.from_csv(topology.settings.alert_entities_file)
         self.parts: dict[int, JoinPartition] = {}

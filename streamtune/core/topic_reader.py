@@ -1,6 +1,8 @@
 """The one way streamtune reads a topic back outside a consumer group.
 
-- :func:`read_topic`: every record now in a topic (status commands, history, benchmarks, tests);
+- :func:`read_topic`: every record now in a topic (status commands, benchmarks, tests);
+- :func:`scan_topic`: the same, batch by batch, for a caller that keeps only what it needs
+  (the scans of ``model-updates``, whose adapter chunks stay on the topic for good);
 - :func:`read_partition`: a stretch of one partition (the worker's recovery after a handover);
 - :func:`read_ranges`: given offset ranges of several partitions (the trainer's examples).
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,15 +90,38 @@ async def read_topic(
     Raises ``TimeoutError`` if the end of the topic is not reached within ``timeout_s``:
     a partial read must never pass for the whole topic.
     """
+    out: list[ConsumerRecord] = []
+    async for records in scan_topic(
+        settings, topic, expect=expect, timeout_s=timeout_s, **consumer_options
+    ):
+        out.extend(records)
+    return out
+
+
+async def scan_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout_s: float = 20.0,
+    **consumer_options: Any,
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """The records now in ``topic``, one fetched batch at a time, in offset order per partition.
+
+    Nothing is kept between batches, so a caller that keeps only what it needs reads a
+    topic of any size in the memory of a few fetches. Same rules as :func:`read_topic`:
+    ``TimeoutError`` rather than a partial read. Close it early with ``aclose()`` (or
+    ``contextlib.aclosing``) to stop its consumer at once.
+    """
     consumer = make_consumer(settings, group_id=None, **consumer_options)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, topic)
         if not tps:
-            return []
+            return
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        out: list[ConsumerRecord] = []
+        seen = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         watch = StallWatch()
@@ -106,11 +131,11 @@ async def read_topic(
             behind = {tp: (positions[tp], ends[tp]) for tp in tps if positions[tp] < ends[tp]}
             if watch.stalled(positions, behind=bool(behind), now=loop.time()):
                 await _refetch(consumer, topic, behind)
-            if not behind and (expect is None or len(out) >= expect):
-                return out
+            if not behind and (expect is None or seen >= expect):
+                return
             if loop.time() >= deadline:
                 if not behind:
-                    return out  # fewer than expected: the caller's assertion says so
+                    return  # fewer than expected: the caller's assertion says so
                 where = ", ".join(
                     f"partition {tp.partition} at {at} of {end}, fetched "
                     f"highwater {consumer.highwater(tp)}, stable {consumer.last_stable_offset(tp)}, "
@@ -122,7 +147,8 @@ async def read_topic(
                     f"fetched again {watch.refetches} times)"
                 )
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(records)
+                seen += len(records)
+                yield records
     finally:
         await consumer.stop()
 

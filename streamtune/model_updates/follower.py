@@ -15,6 +15,12 @@ The model changes only by a signed act: a return to the seed model is a signed m
 (``revert_to_base``, see ``records.revert_manifest``), and a tombstone on a task's key is
 handed on as ``rejected`` (``unsigned``), counted in ``ignored_tombstones``, never as a revert.
 
+Memory does not grow with the topic, although compaction keeps the chunks of every version
+ever published (each has keys of its own): chunks wait in a bounded buffer only until their
+manifest comes, and once a newer signed manifest of a task is seen, the buffered chunks of
+its older published versions are dropped (a live record of one would be stale; a rollback
+to one fetches its chunks again with a streaming scan, ``fetch_chunks``).
+
 No record stops the follower: each one is handled on its own, and one that is malformed,
 hostile or makes the handling raise is counted in ``rejected_records``, logged and skipped,
 at start-up (``catch_up``) as afterwards (``poll``).
@@ -25,6 +31,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import OrderedDict
+from collections.abc import Container
 from dataclasses import dataclass
 
 from models.errors import AdapterRejected
@@ -129,6 +136,26 @@ class _ChunkBuffer:
         while self.size > self.budget and len(self.parts) > 1:
             self._drop(next(iter(self.parts)))
 
+    def drop_superseded(
+        self, task: str, newest: str, published: Container[tuple[str, str]]
+    ) -> None:
+        """Drop the chunks of ``task``'s published versions other than ``newest``.
+
+        Chunks of a version whose manifest has not come yet stay: it may be on its way.
+
+        >>> buf = _ChunkBuffer(budget_bytes=64)
+        >>> for v in ("v1", "v2", "v3"):
+        ...     buf.add(AdapterChunk(task="tfns-sentiment", version=v, index=0, chunks=1,
+        ...                          data_b64=base64.b64encode(b"ab").decode()))
+        >>> published = {("tfns-sentiment", "v1"), ("tfns-sentiment", "v2")}
+        >>> buf.drop_superseded("tfns-sentiment", "v2", published)
+        >>> [version for _, version in buf.parts], buf.size
+        (['v2', 'v3'], 4)
+        """
+        for name in [n for n in self.parts if n[0] == task and n[1] != newest]:
+            if name in published:
+                self._drop(name)
+
     def _drop(self, name: tuple[str, str]) -> dict[int, bytes]:
         dropped = self.parts.pop(name)
         self.size -= sum(len(p) for p in dropped.values())
@@ -175,8 +202,9 @@ class UpdatesFollower:
         self.consumer = make_consumer(
             settings,
             group_id=None,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
+            # One record of the largest size per fetch: enough, and memory stays a few MB.
+            max_partition_fetch_bytes=limits.MAX_MODEL_UPDATE_BYTES + 64 * 1024,
+            fetch_max_bytes=limits.MAX_MODEL_UPDATE_BYTES + 64 * 1024,
         )
         self.rejected_records = 0
 
@@ -318,9 +346,15 @@ class UpdatesFollower:
             )
         reason = self.floor.check(manifest.task, manifest.sequence, manifest.version)
         if reason is None:
-            self.floor.advance(manifest.task, manifest.sequence, manifest.version)
-            self.newest[manifest.task] = manifest
+            self._advance(manifest)
         return reason
+
+    def _advance(self, manifest: AdapterManifest) -> None:
+        """A signature-valid manifest is the task's newest: raise the floor, and drop the
+        buffered chunks it supersedes."""
+        self.floor.advance(manifest.task, manifest.sequence, manifest.version)
+        self.newest[manifest.task] = manifest
+        self.buffer.drop_superseded(manifest.task, manifest.version, self.published)
 
     def _seed_floor(self, name: str, value: bytes) -> None:
         """Raise the floor to a signature-valid history record (``TASK@VERSION``), so that
@@ -342,5 +376,4 @@ class UpdatesFollower:
         if not plausible(manifest.sequence, clock_us()):
             log.warning("ignoring history record %r: its sequence is far in the future", name)
         elif self.floor.check(manifest.task, manifest.sequence, manifest.version) is None:
-            self.floor.advance(manifest.task, manifest.sequence, manifest.version)
-            self.newest[manifest.task] = manifest
+            self._advance(manifest)

@@ -1,9 +1,19 @@
-"""The history of a task's adapters on ``model-updates``, and rollback to one of them."""
+"""The history of a task's adapters on ``model-updates``, and rollback to one of them.
+
+These read the whole topic, which compaction does not keep small: every adapter version has
+keys of its own (``TASK@VERSION`` and its chunks ``TASK@VERSION#I``), so the chunks of every
+version ever published stay on it. The scans therefore stream (:func:`_scan`, one fetch at
+a time) and keep only what they need: :func:`fetch_chunks` the chunks of one version (at
+most its signed size), :func:`history` the verified manifests of one task (chunks are
+skipped by key, never decoded). Memory is a few fetches plus that, whatever the topic holds.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaProducer
 
@@ -16,7 +26,7 @@ from schemas.messages import SEED_VERSION, AdapterChunk, AdapterManifest
 from schemas.topics import MODEL_UPDATES
 from streamtune.core.clients import make_admin
 from streamtune.core.settings import Settings
-from streamtune.core.topic_reader import read_topic
+from streamtune.core.topic_reader import scan_topic
 from streamtune.model_updates.publisher import event, publish_adapter, publish_event
 from streamtune.model_updates.records import (
     AdapterNotFound,
@@ -36,15 +46,27 @@ from streamtune.model_updates.sequence import (
 log = logging.getLogger(__name__)
 
 
-async def _scan(settings: Settings) -> list[tuple[str, bytes | None]]:
-    """Every (key, value) currently on model-updates, oldest first."""
+async def _scan(settings: Settings) -> AsyncIterator[tuple[str, bytes | None]]:
+    """Every (key, value) currently on model-updates, oldest first, one at a time.
+
+    A fetch holds at most about one record of the largest size per partition, so the scan's
+    memory does not grow with the topic; the caller keeps what it needs.
+    """
     topic = settings.topic(MODEL_UPDATES)
-    records = await read_topic(
-        settings, topic, timeout_s=300, max_partition_fetch_bytes=8 * 1024 * 1024
+    empty = True
+    records = scan_topic(
+        settings,
+        topic,
+        timeout_s=300,
+        max_partition_fetch_bytes=limits.MAX_MODEL_UPDATE_BYTES + 64 * 1024,
     )
-    if not records and topic not in await _topics(settings):
+    async with contextlib.aclosing(records):
+        async for batch in records:
+            for r in batch:
+                empty = False
+                yield (r.key or b"").decode("utf-8", "replace"), r.value
+    if empty and topic not in await _topics(settings):
         raise AdapterNotFound(f"topic {topic} does not exist")
-    return [((r.key or b"").decode("utf-8", "replace"), r.value) for r in records]
 
 
 async def _topics(settings: Settings) -> list[str]:
@@ -65,27 +87,29 @@ async def fetch_chunks(settings: Settings, manifest: AdapterManifest) -> bytes:
     wanted = {chunk_key(manifest.task, manifest.version, i): i for i in range(manifest.chunks)}
     parts: dict[int, bytes] = {}
     size = 0
-    for key, value in await _scan(settings):
-        if key not in wanted or value is None:
-            continue
-        try:
-            chunk = AdapterChunk.from_bytes(value, max_bytes=limits.MAX_MODEL_UPDATE_BYTES)
-        except DecodeError:
-            continue
-        if (chunk.task, chunk.version, chunk.index) != (
-            manifest.task,
-            manifest.version,
-            wanted[key],
-        ):
-            continue
-        data = chunk.data
-        size += len(data) - len(parts.get(chunk.index, b""))
-        if size > manifest.size_bytes:
-            raise AdapterNotFound(
-                f"the chunks of {manifest.task}/{manifest.version} on the topic exceed its "
-                f"signed size of {manifest.size_bytes} bytes"
-            )
-        parts[chunk.index] = data
+    records = _scan(settings)
+    async with contextlib.aclosing(records):  # the consumer stops also when this raises
+        async for key, value in records:
+            if key not in wanted or value is None:
+                continue
+            try:
+                chunk = AdapterChunk.from_bytes(value, max_bytes=limits.MAX_MODEL_UPDATE_BYTES)
+            except DecodeError:
+                continue
+            if (chunk.task, chunk.version, chunk.index) != (
+                manifest.task,
+                manifest.version,
+                wanted[key],
+            ):
+                continue
+            data = chunk.data
+            size += len(data) - len(parts.get(chunk.index, b""))
+            if size > manifest.size_bytes:
+                raise AdapterNotFound(
+                    f"the chunks of {manifest.task}/{manifest.version} on the topic exceed its "
+                    f"signed size of {manifest.size_bytes} bytes"
+                )
+            parts[chunk.index] = data
     if len(parts) != manifest.chunks:
         raise AdapterNotFound(
             f"only {len(parts)} of {manifest.chunks} chunks of {manifest.task}/{manifest.version} are on the topic"
@@ -110,21 +134,23 @@ async def history(
     live: AdapterManifest | None = None
     newest: AdapterManifest | None = None
     now = clock_us()
-    for key, value in await _scan(settings):
-        if (key != task and not key.startswith(f"{task}@")) or "#" in key or value is None:
-            continue  # chunks, other tasks, and tombstones (never a rollback: not signed)
-        manifest = _verified(key, value, keyring, now)
-        if manifest is None or manifest.task != task:
-            continue
-        fresh = floor.check(task, manifest.sequence, manifest.version) is None
-        if fresh:
-            floor.advance(task, manifest.sequence, manifest.version)
-            newest = manifest
-        if key == task:
-            live = manifest if fresh else newest
-        elif key == history_key(task, manifest.version) and not manifest.revert_to_base:
-            versions.pop(manifest.version, None)  # re-insert: keep publication order
-            versions[manifest.version] = manifest
+    records = _scan(settings)
+    async with contextlib.aclosing(records):  # the consumer stops also when this raises
+        async for key, value in records:
+            if (key != task and not key.startswith(f"{task}@")) or "#" in key or value is None:
+                continue  # chunks, other tasks, and tombstones (never a rollback: not signed)
+            manifest = _verified(key, value, keyring, now)
+            if manifest is None or manifest.task != task:
+                continue
+            fresh = floor.check(task, manifest.sequence, manifest.version) is None
+            if fresh:
+                floor.advance(task, manifest.sequence, manifest.version)
+                newest = manifest
+            if key == task:
+                live = manifest if fresh else newest
+            elif key == history_key(task, manifest.version) and not manifest.revert_to_base:
+                versions.pop(manifest.version, None)  # re-insert: keep publication order
+                versions[manifest.version] = manifest
     return list(versions.values()), live
 
 

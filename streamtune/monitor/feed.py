@@ -27,7 +27,7 @@ from streams.entities import EntityExtractor
 from streamtune.core.clients import make_admin, make_consumer
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
-from streamtune.monitor.state import MONITORED, MonitorState
+from streamtune.monitor.state import MONITORED, MonitorState, wanted
 
 #: Small topics read whole even when the monitor starts from a recent time.
 WHOLE_TOPICS = frozenset(
@@ -43,6 +43,7 @@ def new_state(settings: Settings) -> MonitorState:
         calibration_window=settings.monitor_calibration_window,
         entities=EntityExtractor.from_csv(settings.alert_entities_file),
         max_ahead_ms=int(settings.stream_max_ahead_s * 1000),
+        max_entities=settings.monitor_max_entities,
     )
 
 
@@ -119,7 +120,9 @@ class Feed:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"did not read the topics to their end in {timeout_s:.0f}s")
             for records in (await self._consumer.getmany(timeout_ms=200)).values():
-                buffered.extend(records)
+                # Held until folded in time order: only what can change the picture (the
+                # adapters' chunks would be the whole of model-updates, every version).
+                buffered.extend(r for r in records if wanted(self._base[r.topic], r.key))
         self.fold(buffered)
         return len(buffered)
 

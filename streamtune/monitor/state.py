@@ -8,6 +8,11 @@ Record timestamps are the producer's: one is taken as at most ``max_ahead_ms`` p
 monitor's clock, and the throughput chart spans at most ``_MAX_POINTS`` buckets back from
 the newest, so one record stamped in 1970 or 2100 costs nothing.
 
+Every table keyed by what a producer writes is bounded, so that a flood of unique ids or
+cashtags cannot exhaust the monitor: the answers and labels awaiting each other (100k per
+task), the entities of recent interactions (50k), and the sentiment-by-entity table
+(``max_entities``, least recently seen out first, counted in ``entities_evicted``).
+
 Prequential accuracy and macro-F1 come from feedback joined here to the first answer to
 each interaction (the worker's ``labelled`` topic holds the same join, but leaves out the
 prediction when it came too late for its wait).
@@ -204,6 +209,19 @@ class _Answer:
     version: str
 
 
+def wanted(topic: str, key: bytes | None) -> bool:
+    """Whether a record of base topic ``topic`` can change the picture.
+
+    On ``model-updates`` only the live records (keyed by the bare task) do: history and chunk
+    records (``TASK@...``) never do, and the chunks of every adapter ever published stay on
+    that compacted topic, so a reader skips them before it holds them.
+
+    >>> wanted("model-updates", b"tfns-sentiment"), wanted("model-updates", b"tfns-sentiment@v1#0")
+    (True, False)
+    """
+    return topic != MODEL_UPDATES or (bool(key) and b"@" not in (key or b""))
+
+
 def _remember(memory: OrderedDict[str, Any], key: str, value: Any, limit: int = 100_000) -> None:
     memory[key] = value
     if len(memory) > limit:
@@ -242,6 +260,7 @@ class MonitorState:
         calibration_window: int = 200,
         entities: EntityExtractor | None = None,
         max_ahead_ms: int = limits.MAX_AHEAD_MS,
+        max_entities: int = 10_000,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         # The worker's extractor (cashtags, the aliases file): the entity view names what
@@ -269,7 +288,10 @@ class MonitorState:
         self.alerts: list[dict[str, Any]] = []
         self.alert_kinds: Counter[str] = Counter()
         self.entities_of: OrderedDict[str, tuple[str, ...]] = OrderedDict()
-        self.entity_labels: dict[str, Counter[str]] = {}
+        #: Labels predicted per entity, least recently seen first (at most ``max_entities``).
+        self.entity_labels: OrderedDict[str, Counter[str]] = OrderedDict()
+        self.max_entities = max_entities
+        self.entities_evicted = 0
         self.lag: dict[str, int] = {}
         self.lag_points: dict[str, list[Any]] = {"t": []}
         self.last_ts_ms = 0
@@ -349,9 +371,7 @@ class MonitorState:
         view.predictions += 1
         names = self.entities_of.get(msg.interaction_id, ())
         if names:
-            label = get_task(msg.task).labels[msg.label]
-            for entity in names:
-                self.entity_labels.setdefault(entity, Counter())[label] += 1
+            self._count_entities(names, get_task(msg.task).labels[msg.label])
         if msg.interaction_id in view.answered:
             return  # answered again after a rebalance: the first answer is the prequential one
         _remember(view.answered, msg.interaction_id, True)
@@ -382,6 +402,20 @@ class MonitorState:
         view.estimate_points["estimated"][-1] = _round(
             sum(view.confidences) / len(view.confidences)
         )
+
+    def _count_entities(self, names: tuple[str, ...], label: str) -> None:
+        """Count a predicted label for each entity; the least recently seen go beyond the cap."""
+        table = self.entity_labels
+        for entity in names:
+            counts = table.get(entity)
+            if counts is None:
+                counts = table[entity] = Counter()
+            else:
+                table.move_to_end(entity)
+            counts[label] += 1
+        while len(table) > self.max_entities:
+            table.popitem(last=False)
+            self.entities_evicted += 1
 
     def _on_feedback(self, msg: Feedback, ts_ms: int) -> None:
         # The monitor joins feedback to the first answer itself, so that every label counts
@@ -437,9 +471,9 @@ class MonitorState:
         del self.timeline[:-_MAX_LIST]
 
     def _model_update(self, key: bytes | None, value: bytes | None, ts_ms: int) -> None:
-        task = key.decode("utf-8", "replace") if key else ""
-        if "@" in task or not task:
+        if not wanted(MODEL_UPDATES, key):
             return  # history and chunk records; the live record is keyed by the bare task
+        task = (key or b"").decode("utf-8", "replace")
         self.counts[MODEL_UPDATES] += 1
         if value is None:  # unsigned: every consumer ignores it, and so does the picture
             self._event(ts_ms, task, SEED_VERSION, "rejected", "tombstone: unsigned, ignored")
@@ -612,6 +646,7 @@ class MonitorState:
             "jobs": list(self.jobs.values())[-50:],
             "alerts": self.alerts[-100:],
             "alert_kinds": dict(self.alert_kinds),
+            "entities_evicted": self.entities_evicted,
             "entities": {
                 entity: {"n": sum(c.values()), **{k: v for k, v in c.items()}}
                 for entity, c in entities
