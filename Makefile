@@ -12,7 +12,7 @@ help:
 	@echo "make test        lint, start the local Kafka if needed, run unit + integration tests"
 	@echo "make test-unit   only the tests that need no broker"
 	@echo "make test-faults broker kills under load, fuzzing, the CLI's error lines (part of make test)"
-	@echo "make bench       run every benchmark: one JSON line each, bench/results.json, README table"
+	@echo "make bench       run every benchmark: one JSON line each, bench/results.json, the table in docs/benchmarks.md"
 	@echo "make lint        ruff check + format check;  make format  fixes them"
 	@echo "make kafka-start | kafka-stop | kafka-status"
 

@@ -1,4 +1,4 @@
-"""Re-render README.md's benchmark table from bench/results.json (``make bench`` does this too).
+"""Re-render the benchmark table of docs/benchmarks.md from bench/results.json (``make bench`` does this too).
 
 Usage: ``.venv/bin/python ops/render_bench_table.py``. The logic lives in
 ``streamtune.bench.results`` (where its doctests run).

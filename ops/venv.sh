@@ -38,7 +38,7 @@ if [ "$(cat .venv/.deps 2>/dev/null || true)" != "$deps" ]; then
     deps_site=$("$deps/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$deps_site" > "$site/_streamtune_deps.pth"
     # Tools the Makefile calls by name.
-    for tool in ruff faust; do ln -sf "$deps/bin/$tool" ".venv/bin/$tool"; done
+    for tool in ruff faust mkdocs; do ln -sf "$deps/bin/$tool" ".venv/bin/$tool"; done
     .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
     # Fails when pyproject.toml asks for something requirements.lock does not pin.
     .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; rm -rf .venv; exit 1; }

@@ -18,7 +18,7 @@ def json_schemas() -> dict[str, dict]:
     the schema version, the known tasks, each task's label range, the earliest timestamp,
     that a text is not blank and that a job's tasks do not repeat. What JSON Schema cannot
     say (the clock-relative latest timestamp, the record size, sums and overlaps across
-    fields) is listed in the README (Reliability).
+    fields) is listed in docs/operating.md (Reliability).
 
     >>> feedback = json_schemas()["Feedback"]
     >>> feedback["properties"]["task"]["enum"], feedback["properties"]["schema_version"]["const"]

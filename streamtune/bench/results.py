@@ -1,12 +1,12 @@
-"""One results file for every benchmark, and the README table rendered from it.
+"""One results file for every benchmark, and the docs' table rendered from it.
 
 ``make bench`` runs ``python -m streamtune.bench.results run``: every benchmark the CLI knows
 (``streamtune.cli.bench.BENCHES``, in that order), each in its own process through the real
 entry point (``streamtune bench NAME --json``), one at a time. Each JSON line is printed as it
 arrives; all of them go to ``bench/results.json`` with the git commit and the machine's facts;
-then the block between the markers in README.md is replaced by a table rendered from that file
-(``python -m streamtune.bench.results render`` does only this last step). No figure in the
-README's table comes from anywhere else.
+then the block between the markers in docs/benchmarks.md is replaced by a table rendered from that file
+(``python -m streamtune.bench.results render`` does only this last step; the docs site's build
+renders it again, through ``docs/hooks.py``). No figure in the table comes from anywhere else.
 
 ``python -m streamtune.bench.results run NAME ...`` measures only the named benchmarks again
 and replaces their figures in an existing ``bench/results.json``, keeping the others. The
@@ -31,7 +31,7 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results.json"
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench-table:begin (rendered from bench/results.json by `make bench`) -->"
 END = "<!-- bench-table:end -->"
 
@@ -150,7 +150,7 @@ def merge_rerun(previous: dict[str, Any], rerun: dict[str, Any]) -> dict[str, An
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the README table: a figure, its same-run baseline, and its target."""
+    """One line of the benchmark table: a figure, its same-run baseline, and its target."""
 
     bench: str
     what: str
@@ -285,7 +285,7 @@ def _verdict(row: Row, figures: Figures) -> str:
 
 
 def render_table(document: dict[str, Any]) -> str:
-    """The README's benchmark table, from a results document.
+    """The benchmark table of docs/benchmarks.md, from a results document.
 
     >>> doc = {"commit": "abc", "finished_utc": "today", "machine": {"cpu_model": "X",
     ...        "cpu_cores": 2, "torch": "2", "device": "cpu"},
@@ -352,14 +352,14 @@ def replace_block(text: str, block: str) -> str:
     head, found, rest = text.partition(BEGIN)
     _, found_end, tail = rest.partition(END)
     if not found or not found_end:
-        raise ValueError(f"README.md has no {BEGIN!r} ... {END!r} block")
+        raise ValueError(f"no {BEGIN!r} ... {END!r} block")
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
-def render(results: Path = RESULTS, readme: Path = README) -> None:
-    """Replace README's benchmark table with one rendered from ``results``."""
+def render(results: Path = RESULTS, page: Path = PAGE) -> None:
+    """Replace the benchmark table of ``page`` with one rendered from ``results``."""
     document = orjson.loads(results.read_bytes())
-    readme.write_text(replace_block(readme.read_text(), render_table(document)))
+    page.write_text(replace_block(page.read_text(), render_table(document)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,7 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     render()
-    print(f"# wrote {RESULTS.relative_to(REPO)} and the table in README.md", file=sys.stderr)
+    print(
+        f"# wrote {RESULTS.relative_to(REPO)} and the table in {PAGE.relative_to(REPO)}",
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamtune",
         description="Keep a deployed text model adapted to a live Kafka stream.",
-        epilog="Every option also reads from STREAMTUNE_* environment variables; see the README.",
+        epilog="Every option also reads from STREAMTUNE_* environment variables; see docs/configuration.md.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -123,4 +123,4 @@ def _invalid_setting(exc: ValidationError) -> str:
         value = err.get("input")
         shown = "" if any(w in name for w in _SECRET_WORDS) else f"={str(value)[:60]!r}"
         parts.append(f"{var}{shown}: {msg}")
-    return "invalid setting " + "; ".join(parts) + "; fix or unset it (see README, Configuration)"
+    return "invalid setting " + "; ".join(parts) + "; fix or unset it (see docs/configuration.md)"

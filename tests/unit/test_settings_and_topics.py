@@ -72,14 +72,6 @@ def test_topic_definitions():
     )
 
 
-def test_every_setting_is_documented_in_the_readme():
-    from tests.conftest import REPO
-
-    readme = (REPO / "README.md").read_text()
-    missing = [n for n in Settings.model_fields if f"`STREAMTUNE_{n.upper()}`" not in readme]
-    assert missing == []
-
-
 def test_the_worker_keeps_its_data_folder_in_the_cache(tmp_path, monkeypatch):
     # Faust's default is "<app id>-data" in the working directory: one stray folder per run.
     from streams.app import create_app
