@@ -73,7 +73,7 @@ class AlertAgent:
 
     def __init__(self, topology: Topology, sink: WebhookSink | None = None) -> None:
         self.t = topology
-        self.config = AlertConfig.from_settings(topology.settings)
+        self.config = AlertConfig.from_settings(topology.settings.alerts)
         self.sink = sink
         self.book: AlertBook | None = None
         self.sent: OrderedDict[str, None] = OrderedDict()

@@ -45,12 +45,15 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas import limits
 from schemas.fields import clamp_ts, now_ms
 from schemas.tasks import get_task
 from streams.sightings import Sighting
+
+if TYPE_CHECKING:
+    from streamtune.core.layers import AlertSettings
 
 #: Texts an alert carries as examples.
 MAX_EXAMPLES = 3
@@ -76,21 +79,28 @@ class AlertConfig:
     max_ahead_ms: int = limits.MAX_AHEAD_MS
 
     @classmethod
-    def from_settings(cls, s: Any) -> AlertConfig:
+    def from_settings(cls, alerts: AlertSettings) -> AlertConfig:
+        """The detector as configured (``STREAMTUNE_ALERT_*``; ``settings.alerts``).
+
+        >>> from streamtune.core.layers import AlertSettings
+        >>> AlertConfig.from_settings(AlertSettings(cusum_h=5.0, cusum_clear=9.0)).h_clear
+        5.0
+        """
+        a = alerts
         return cls(
-            task=s.alert_task,
-            window_events=s.alert_window_events,
-            window_ms=int(s.alert_window_s * 1000),
-            baseline_events=s.alert_baseline_events,
-            min_baseline_events=s.alert_min_baseline_events,
-            min_events=s.alert_min_events,
-            h_fire=s.alert_cusum_h,
-            h_clear=min(s.alert_cusum_clear, s.alert_cusum_h),
-            min_lift=s.alert_min_lift,
-            cooldown_ms=int(s.alert_cooldown_s * 1000),
-            evict_after_ms=int(s.alert_evict_after_s * 1000),
-            max_entities=s.alert_max_entities,
-            max_ahead_ms=int(s.stream_max_ahead_s * 1000),
+            task=a.task,
+            window_events=a.window_events,
+            window_ms=int(a.window_s * 1000),
+            baseline_events=a.baseline_events,
+            min_baseline_events=a.min_baseline_events,
+            min_events=a.min_events,
+            h_fire=a.cusum_h,
+            h_clear=min(a.cusum_clear, a.cusum_h),
+            min_lift=a.min_lift,
+            cooldown_ms=int(a.cooldown_s * 1000),
+            evict_after_ms=int(a.evict_after_s * 1000),
+            max_entities=a.max_entities,
+            max_ahead_ms=int(a.max_ahead_s * 1000),
         )
 
     def watched(self) -> dict[str, int]:

@@ -60,10 +60,7 @@ GROUP_WAIT_S = 0.002
 def create_app(settings: Settings | None = None) -> BatchingApp:
     """A Faust app running the worker's agents against the configured broker."""
     settings = settings or load_settings()
-    aiokafka_log = logging.getLogger("aiokafka")
-    if aiokafka_log.level == logging.NOTSET:
-        # aiokafka logs every message sent at DEBUG; keep that off unless asked for.
-        aiokafka_log.setLevel(logging.INFO)
+    # Logging is the process's (streamtune.core.logging_setup, role "worker"), not the app's.
     # Faust still makes a data folder (mkdir without parents); keep it in the cache, not
     # in the user's working copy.
     datadir = settings.cache_dir / "worker-data"

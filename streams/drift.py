@@ -47,11 +47,14 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from river import drift
 
 from streams.events import Observations
+
+if TYPE_CHECKING:
+    from streamtune.core.layers import DriftSettings
 
 
 class _Detector(Protocol):
@@ -75,16 +78,21 @@ class DriftConfig:
     split_label_delta: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DriftConfig:
-        """The detector settings of a :class:`streamtune.core.settings.Settings`."""
+    def from_settings(cls, drift: DriftSettings) -> DriftConfig:
+        """The detectors as configured (``STREAMTUNE_DRIFT_*``; ``settings.drift``).
+
+        >>> from streamtune.core.layers import DriftSettings
+        >>> DriftConfig.from_settings(DriftSettings(grace=50)).grace
+        50
+        """
         return cls(
-            error_delta=settings.drift_error_delta,
-            error_ph_threshold=settings.drift_error_ph_threshold,
-            error_ph_delta=settings.drift_error_ph_delta,
-            confidence_delta=settings.drift_confidence_delta,
-            input_delta=settings.drift_input_delta,
-            label_delta=settings.drift_label_delta,
-            grace=settings.drift_grace,
+            error_delta=drift.error_delta,
+            error_ph_threshold=drift.error_ph_threshold,
+            error_ph_delta=drift.error_ph_delta,
+            confidence_delta=drift.confidence_delta,
+            input_delta=drift.input_delta,
+            label_delta=drift.label_delta,
+            grace=drift.grace,
         )
 
     @classmethod

@@ -60,7 +60,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas import limits
 from schemas.codec import dead_letter
@@ -82,6 +82,9 @@ from streams.join_state import (
     progress_key,
 )
 from streams.sightings import PredictedText
+
+if TYPE_CHECKING:
+    from streamtune.core.layers import JoinSettings
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +134,22 @@ class JoinConfig:
     max_entries: int = 100_000
 
     @classmethod
-    def from_settings(cls, s: Any) -> JoinConfig:
-        """The worker's join configuration from its settings."""
+    def from_settings(
+        cls, join: JoinSettings, pair_tasks: frozenset[str] = frozenset()
+    ) -> JoinConfig:
+        """The join as configured (``STREAMTUNE_JOIN_*``; ``settings.join``), pairing the
+        interactions of ``pair_tasks`` with their predictions.
+
+        >>> from streamtune.core.layers import JoinSettings
+        >>> JoinConfig.from_settings(JoinSettings(ttl_s=60), frozenset({"t"})).ttl_ms
+        60000
+        """
         return cls(
-            ttl_ms=int(s.join_ttl_s * 1000),
-            prediction_wait_ms=int(s.join_prediction_wait_s * 1000),
-            pair_tasks=frozenset({s.alert_task}),
-            max_ahead_ms=int(s.stream_max_ahead_s * 1000),
-            max_entries=s.join_max_entries,
+            ttl_ms=int(join.ttl_s * 1000),
+            prediction_wait_ms=int(join.prediction_wait_s * 1000),
+            pair_tasks=pair_tasks,
+            max_ahead_ms=int(join.max_ahead_s * 1000),
+            max_entries=join.max_entries,
         )
 
 

@@ -47,9 +47,11 @@ class JoinAgent:
 
     def __init__(self, topology: Topology) -> None:
         self.t = topology
-        self.config = JoinConfig.from_settings(topology.settings)
+        alerts = topology.settings.alerts
+        # The alerted task's interactions travel with their predictions, for the alert agent.
+        self.config = JoinConfig.from_settings(topology.settings.join, frozenset({alerts.task}))
         self.changelog = ChangelogWriter(topology.app, topology.join_table)
-        self.entities = EntityExtractor.from_csv(topology.settings.alert_entities_file)
+        self.entities = EntityExtractor.from_csv(alerts.entities_file)
         self.parts: dict[int, JoinPartition] = {}
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
         #: Called with every dead letter the join sends (the worker counts them in /metrics).

@@ -63,25 +63,11 @@ class TaskAgent:
     def __init__(self, topology: Topology) -> None:
         self.t = topology
         s = topology.settings
-        self.drift_config = DriftConfig.from_settings(s)
-        self.window_config = WindowConfig(
-            window_size=s.window_size,
-            window_max_age_ms=int(s.window_max_age_s * 1000),
-            holdout_fraction=s.holdout_fraction,
-        )
-        self.trigger_config = TriggerConfig(
-            min_examples=s.train_min_examples,
-            cooldown_ms=int(s.train_cooldown_s * 1000),
-            job_timeout_ms=int(s.train_job_timeout_s * 1000),
-            schedule_ms=int(s.train_schedule_s * 1000),
-            holdout_fraction=s.holdout_fraction,
-            rehearsal_fraction=s.rehearsal_fraction,
-            rehearsal_windows=s.rehearsal_windows,
-            drift_min_examples=s.drift_min_examples,
-            drift_settle_examples=s.drift_settle_examples,
-            regime_max_examples=s.regime_max_examples,
-            on_drift=s.train_on_drift,
-            tail_size=self.window_config.tail_size,
+        self.drift_config = DriftConfig.from_settings(s.drift)
+        self.replay_events = s.drift.replay_events
+        self.window_config = WindowConfig.from_settings(s.windows)
+        self.trigger_config = TriggerConfig.from_settings(
+            s.trigger, tail_size=self.window_config.tail_size
         )
         self.changelog = ChangelogWriter(topology.app, topology.task_table)
         self.monitors: dict[str, DriftMonitor] = {}
@@ -265,7 +251,7 @@ class TaskAgent:
         marks = self._replay_marks.setdefault(state.task, deque())
         fed = monitor.position - state.observations
         marks.append((offset, fed))
-        keep = self.t.settings.drift_replay_events
+        keep = self.replay_events
         total = sum(n for _, n in marks)
         while marks and (total - marks[0][1] >= keep or keep == 0):
             total -= marks.popleft()[1]

@@ -51,9 +51,13 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from schemas.messages import OffsetRange, TrainJob
 from streams.windows import TaskState, Window, close_open, split_open
+
+if TYPE_CHECKING:
+    from streamtune.core.layers import TriggerSettings
 
 #: Regime windows kept at most (their count is also capped by ``regime_max_examples``).
 MAX_REGIME_WINDOWS = 64
@@ -77,6 +81,31 @@ class TriggerConfig:
     regime_max_examples: int = 2000
     on_drift: bool = True  # False: drift is reported but starts no job (scheduled retraining)
     tail_size: int | None = None  # offsets a window closed here keeps (WindowConfig.tail_size)
+
+    @classmethod
+    def from_settings(cls, trigger: TriggerSettings, tail_size: int | None = None) -> TriggerConfig:
+        """The policy as configured (``settings.trigger``); ``tail_size`` is the window
+        config's (:attr:`streams.windows.WindowConfig.tail_size`).
+
+        >>> from streamtune.core.layers import TriggerSettings
+        >>> TriggerConfig.from_settings(TriggerSettings(cooldown_s=2), tail_size=38).cooldown_ms
+        2000
+        """
+        t = trigger
+        return cls(
+            min_examples=t.min_examples,
+            cooldown_ms=int(t.cooldown_s * 1000),
+            job_timeout_ms=int(t.job_timeout_s * 1000),
+            schedule_ms=int(t.schedule_s * 1000),
+            holdout_fraction=t.holdout_fraction,
+            rehearsal_fraction=t.rehearsal_fraction,
+            rehearsal_windows=t.rehearsal_windows,
+            drift_min_examples=t.drift_min_examples,
+            drift_settle_examples=t.drift_settle_examples,
+            regime_max_examples=t.regime_max_examples,
+            on_drift=t.on_drift,
+            tail_size=tail_size,
+        )
 
 
 def trigger(

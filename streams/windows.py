@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamtune.core.layers import WindowSettings
 
 #: Untrained closed windows beyond this many are merged, oldest first, to bound the state.
 MAX_CLOSED = 32
@@ -37,6 +40,20 @@ class WindowConfig:
     window_size: int = 1000
     window_max_age_ms: int = 0
     holdout_fraction: float = 0.2
+
+    @classmethod
+    def from_settings(cls, windows: WindowSettings) -> WindowConfig:
+        """Windows as configured (``STREAMTUNE_WINDOW_*``; ``settings.windows``).
+
+        >>> from streamtune.core.layers import WindowSettings
+        >>> WindowConfig.from_settings(WindowSettings(size=0, max_age_s=60)).window_max_age_ms
+        60000
+        """
+        return cls(
+            window_size=windows.size,
+            window_max_age_ms=int(windows.max_age_s * 1000),
+            holdout_fraction=windows.holdout_fraction,
+        )
 
     @property
     def tail_size(self) -> int:

@@ -43,6 +43,7 @@ from schemas.messages import SEED_VERSION, DeadLetter, Interaction, Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS, SERVE_TOPICS
 from streamtune.core.clients import login_name, make_producer, require_topics
 from streamtune.core.errors import StreamtuneError
+from streamtune.core.layers import ServeSettings
 from streamtune.core.observability import Liveness, Metrics, observed
 from streamtune.core.settings import Settings
 from streamtune.core.validating_consumer import Batch, Decoded, ValidatingConsumer
@@ -133,11 +134,13 @@ class Server:
 
     def __init__(self, settings: Settings, *, source: str | None = None) -> None:
         self.settings = settings
-        self.tasks = settings.served_tasks()
+        #: This replica's own settings (group, tasks, batching, port): ``settings.serve``.
+        self.config: ServeSettings = settings.serve
+        self.tasks = self.config.served_tasks()
         self.source = source or f"serve-{socket.gethostname()}-{os.getpid()}"
         self.stats = ServeStats()
         self.metrics = Metrics()
-        self.liveness = Liveness(settings.health_stall_s, self.metrics)
+        self.liveness = Liveness(settings.health.stall_s, self.metrics)
         self.live: dict[str, Predictor] = {}
         self.seeds: dict[str, bytes] = {}
         self._pending: dict[str, Predictor] = {}
@@ -196,7 +199,7 @@ class Server:
                 self.settings,
                 Interaction,
                 [],
-                group_id=self.settings.serve_group_id,
+                group_id=self.config.group_id,
                 producer=producer,
             )
             consumer.consumer.subscribe(
@@ -213,8 +216,8 @@ class Server:
                 self.settings,
                 self.metrics,
                 self.liveness,
-                port=self.settings.serve_metrics_port,
-                group_id=self.settings.serve_group_id,
+                port=self.config.metrics_port,
+                group_id=self.config.group_id,
                 topics=[self.settings.topic(INTERACTIONS)],
                 owned=consumer.consumer.assignment,
             ):
@@ -243,8 +246,8 @@ class Server:
         stop: asyncio.Event,
     ) -> None:
         loop = asyncio.get_running_loop()
-        max_batch = self.settings.serve_max_batch
-        max_wait = self.settings.serve_max_wait_ms / 1000
+        max_batch = self.config.max_batch
+        max_wait = self.config.max_wait_ms / 1000
         while not stop.is_set():
             self._swap_pending()
             # A rebalance waits for this batch to be answered and committed (finish_batch),

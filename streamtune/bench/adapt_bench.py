@@ -146,7 +146,7 @@ def _oracle(
     """Hits of the oracle (see the module docstring) on the post-shift events: retrained
     every ``every`` labels that arrive after the shift."""
     s, rows = scenario.shift_at, scenario.rows
-    spec, config = lora_spec(settings, base.encoder), train_config(settings)
+    spec, config = lora_spec(settings.train, base.encoder), train_config(settings.train)
     live = {TASK: Live(start.version, start.blob)}
     model = base.predictor(start.blob, task=TASK, version="oracle")
     hits: list[bool] = []

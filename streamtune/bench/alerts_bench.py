@@ -311,7 +311,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
                     child.stop()
 
     labels, fired, seconds = asyncio.run(pipeline())
-    cfg = AlertConfig.from_settings(settings)
+    cfg = AlertConfig.from_settings(settings.alerts)
     ours = score(stream, fired)
     baseline = score(stream, threshold_baseline(stream, labels, cfg))
     answered = [lab for lab in labels if lab is not None]

@@ -222,7 +222,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     calibration_rows, report_rows = tfns[0::2], tfns[1::2]
     stationary = getattr(args, "rows", None) or STATIONARY_EVENTS
     seeds = REPORT_SEEDS[: getattr(args, "seeds", None) or len(REPORT_SEEDS)]
-    ours_config = DriftConfig.from_settings(settings)
+    ours_config = DriftConfig.from_settings(settings.drift)
     ours = _evaluate(ours_config, report_rows, crypto, seeds, stationary)
     calibration = _evaluate(
         ours_config, calibration_rows, crypto, CALIBRATION_SEEDS[: len(seeds)], stationary

@@ -68,8 +68,8 @@ def _score(
     valid: tuple[list[str], list[int]], epochs: int,
 ) -> float:  # fmt: skip
     _, head, _ = lora_tensors(base.seed(TASK))
-    spec = lora_spec(settings, base.encoder)
-    config = train_config(settings, epochs=epochs)
+    spec = lora_spec(settings.train, base.encoder)
+    config = train_config(settings.train, epochs=epochs)
     data = TaskData(TASK, 3, [e.text for e in examples], [e.label for e in examples], head)
     result = train(
         base.encoder, base.tokenizer, [data], spec=spec, config=config, device=base.device
@@ -100,8 +100,8 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     clean = _examples(texts, labels, predicted, dealt, flip=set())
     poisoned = _examples(texts, labels, predicted, dealt, flip={POISONED})
     alone = _examples(texts, labels, predicted, [POISONED] * rows, flip={POISONED})
-    defended, _, verdicts = drop_untrusted_sources(settings, poisoned, [])
-    kept_alone, _, alone_verdicts = drop_untrusted_sources(settings, alone, [])
+    defended, _, verdicts = drop_untrusted_sources(settings.gate, poisoned, [])
+    kept_alone, _, alone_verdicts = drop_untrusted_sources(settings.gate, alone, [])
 
     acc = {}
     for name, examples in (

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import secrets
@@ -46,6 +47,7 @@ from streams.join import JoinConfig, JoinPartition
 from streams.topology import app_id
 from streams.windows import TaskState, WindowConfig, add_example
 from streamtune.core.clients import make_admin, make_consumer, make_producer
+from streamtune.core.logging_setup import configure_logging
 from streamtune.core.settings import Settings
 from streamtune.core.topic_admin import create_topics
 from streamtune.replay import ReplayRow, read_rows
@@ -120,11 +122,11 @@ async def _raw(settings: Settings, events: int, work: bool) -> float:
         "feedback": "on_feedback",
     }
     s = settings
-    config = JoinConfig(int(s.join_ttl_s * 1000), int(s.join_prediction_wait_s * 1000))
+    config = JoinConfig.from_settings(s.join)
     parts = {p: JoinPartition(p, {}, config) for p in range(s.stream_partitions)}
-    monitor = DriftMonitor(TASK, DriftConfig.from_settings(s), get_task(TASK).num_labels)
+    monitor = DriftMonitor(TASK, DriftConfig.from_settings(s.drift), get_task(TASK).num_labels)
     state = TaskState(TASK)
-    windows = WindowConfig(s.window_size, int(s.window_max_age_s * 1000), s.holdout_fraction)
+    windows = WindowConfig.from_settings(s.windows)
     consumer = make_consumer(s, group_id=None, max_partition_fetch_bytes=4 * 1024 * 1024)
     producer = make_producer(s)
     await consumer.start()
@@ -212,6 +214,7 @@ def _child(
     from streams.app import create_app, run_worker
     from streams.batching import BatchingConsumer
 
+    configure_logging(logging.WARNING, role="worker")  # this child process's entry point
     settings = Settings()
     app = create_app(settings)
     tasks = app.task_runner  # type: ignore[attr-defined]

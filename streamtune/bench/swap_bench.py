@@ -53,7 +53,7 @@ def _adapters(settings: Settings, n: int = 3) -> list[bytes]:
     configured: every layer, every linear module), about 2.7 MB, so they travel in chunks."""
     ref = locate_base_model(settings.base_model)
     encoder, tokenizer = load_encoder(ref.path), load_tokenizer(ref.path)
-    spec, _ = bootstrap_recipe(settings, encoder)
+    spec, _ = bootstrap_recipe(settings.train, encoder)
     blobs = []
     for seed in range(n):
         texts, labels = seed_examples(TASK, settings.data_dir, limit=16 + seed)

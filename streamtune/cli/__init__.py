@@ -28,6 +28,7 @@ from streamtune.cli import (
     worker,
 )
 from streamtune.cli.errors import explain
+from streamtune.core.logging_setup import configure_logging
 
 #: Command groups in the order ``--help`` lists them.
 GROUPS = (
@@ -51,14 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # One logging configuration for the process: a one-shot command reports a broker it
+    # cannot reach in one line of its own; services (serve, train, worker) log more. Each
+    # command's parser names its role (``log_role``: a role, or a function of the arguments).
+    role = getattr(args, "log_role", "command")
+    configure_logging(
+        logging.DEBUG if args.verbose else logging.WARNING,
+        role=role(args) if callable(role) else role,
     )
-    if not args.verbose:
-        # A one-shot command reports a broker it cannot reach in one line of its own;
-        # long-running services (serve, train, worker) turn aiokafka's log back on.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

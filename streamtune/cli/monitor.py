@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from streamtune.monitor.dashboard import Monitor
 
     settings = settings_from_args(args)
-    logging.getLogger("streamtune").setLevel(logging.INFO)
 
     async def main() -> None:
         monitor = Monitor(settings, port=args.port)
@@ -73,7 +71,7 @@ def register(sub: Any) -> None:
     )
     monitor.add_argument("--port", type=int, help="default: $STREAMTUNE_MONITOR_PORT or 8090")
     add_connection_options(monitor)
-    monitor.set_defaults(func=cmd_monitor)
+    monitor.set_defaults(func=cmd_monitor, log_role="monitor")
 
     status = sub.add_parser(
         "status",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from streamtune.core.logging_setup import quiet_aiokafka
 from streamtune.core.settings import Settings
 
 #: Command-line destinations that override a setting of the same name when given.
@@ -56,13 +56,8 @@ def require_broker(settings: Settings, topics: tuple[str, ...] = ()) -> None:
         finally:
             await producer.stop()
 
-    quiet = logging.getLogger("aiokafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # its "Unable connect" line would repeat ours
-    try:
+    with quiet_aiokafka():  # its "Unable connect" line would repeat ours
         asyncio.run(check())
-    finally:
-        quiet.setLevel(level)
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -89,11 +84,8 @@ def run_service(
     service: Service, ready_line: Callable[[], str], summary: Callable[[Any], str]
 ) -> int:
     """Run ``service`` until SIGTERM or Ctrl-C: print ``ready_line()`` once it is ready, and
-    ``summary(stats)`` when it has stopped."""
-    # Long-running processes report what they do (swaps, jobs) at INFO.
-    logging.getLogger("streamtune").setLevel(logging.INFO)
-    # ...and the client library's own warnings about the broker (retries, lost leaders).
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    ``summary(stats)`` when it has stopped. Its command's parser sets ``log_role="service"``:
+    it reports what it does (swaps, jobs) at INFO, and aiokafka's warnings about the broker."""
 
     async def main() -> None:
         stop = asyncio.Event()

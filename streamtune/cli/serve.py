@@ -106,7 +106,7 @@ def register(sub: Any) -> None:
         "--group", dest="serve_group_id", help="consumer group (default: streamtune-serve)"
     )
     add_connection_options(serve)
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, log_role="service")
 
     keys = sub.add_parser("keys", help="generate an Ed25519 key pair for signing adapters")
     keys.add_argument("action", choices=["generate"])

@@ -35,4 +35,4 @@ def register(sub: Any) -> None:
         "train", help="run a trainer worker: train jobs -> gated, signed adapters"
     )
     add_connection_options(train)
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, log_role="service")

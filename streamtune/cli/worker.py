@@ -20,14 +20,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         print(describe(asyncio.run(worker_status(settings))))
         return 0
-    import logging
-
     require_broker(settings)  # Faust would log a traceback, or retry for ever
     from streams.app import create_app, run_worker
 
-    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # a service: the app sets its level
     run_worker(create_app(settings), loglevel=args.loglevel)  # returns only by SystemExit
     return 0
+
+
+def _log_role(args: argparse.Namespace) -> str:
+    return "worker" if args.action == "run" else "command"
 
 
 def register(sub: Any) -> None:
@@ -41,4 +42,5 @@ def register(sub: Any) -> None:
     worker.add_argument("--loglevel", default="info", help="Faust log level (default info)")
     add_connection_options(worker)
     worker.add_argument("--app-id", dest="worker_app_id", help="default: $STREAMTUNE_WORKER_APP_ID")
-    worker.set_defaults(func=cmd_worker)
+    # Logging (streamtune.core.logging_setup): the running worker's, else a command's.
+    worker.set_defaults(func=cmd_worker, log_role=_log_role)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamtune.core.errors import BrokerError
+from streamtune.core.logging_setup import quiet_aiokafka
 from streamtune.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -366,19 +367,16 @@ async def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    quiet = logging.getLogger("aiokafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer while starting
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout_s)
-        metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
-        return bool(metadata.brokers())
-    except Exception:  # any failure means "not yet"
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await client.close()
-        quiet.setLevel(level)
+    with quiet_aiokafka():  # "connection refused" is the expected answer while starting
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            metadata = await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
+            return bool(metadata.brokers())
+        except Exception:  # any failure means "not yet"
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
 
 
 def _java() -> str:

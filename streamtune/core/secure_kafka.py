@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from streamtune.core.errors import BrokerError
 from streamtune.core.local_kafka import BrokerStatus, LocalKafka, _java, _pid_alive
+from streamtune.core.logging_setup import quiet_aiokafka
 from streamtune.core.settings import Settings
 
 SCRAM = "SCRAM-SHA-512"
@@ -138,18 +138,16 @@ class SecureLocalKafka(LocalKafka):
         from streamtune.core.clients import make_admin
 
         admin = make_admin(self.admin_settings)
-        quiet = logging.getLogger("aiokafka")
-        level = quiet.level
-        quiet.setLevel(logging.CRITICAL)  # refusals are the expected answer while starting
-        try:
-            await asyncio.wait_for(admin.start(), timeout_s)
-            return bool((await asyncio.wait_for(admin.describe_cluster(), timeout_s))["brokers"])
-        except Exception:  # any failure means "not yet"
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-            quiet.setLevel(level)
+        with quiet_aiokafka():  # refusals are the expected answer while starting
+            try:
+                await asyncio.wait_for(admin.start(), timeout_s)
+                answer = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+                return bool(answer["brokers"])
+            except Exception:  # any failure means "not yet"
+                return False
+            finally:
+                with contextlib.suppress(Exception):
+                    await admin.close()
 
 
 def _cluster_id() -> str:

@@ -14,18 +14,42 @@ The defaults work against the local broker that ``streamtune kafka start`` runs.
 SecretStr('**********')
 >>> "hunter2" in repr(Settings(sasl_password="hunter2"))  # secrets never print
 False
+
+Fields are flat (one per variable, ``settings.gate_alpha``); each layer's are also typed
+classes under short names (``settings.gate.alpha``), which is what libraries take: see
+:mod:`streamtune.core.layers`.
+
+>>> Settings(gate_alpha=0.05).gate.alpha
+0.05
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TOPIC_NAMES, TopicSpec, topic_specs
 from streamtune.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamtune.core.layers import (
+        AdapterSettings,
+        AlertSettings,
+        DriftSettings,
+        GateSettings,
+        HealthSettings,
+        JoinSettings,
+        MonitorSettings,
+        SecuritySettings,
+        ServeSettings,
+        TrainSettings,
+        TriggerSettings,
+        WindowSettings,
+        WorkerSettings,
+    )
 
 #: Where node 0 of a local cluster (``kafka_nodes`` > 1) listens unless told otherwise.
 CLUSTER_PORT = 29092
@@ -653,15 +677,10 @@ class Settings(BaseSettings):
         return self.cache_dir / "keys"
 
     def lora_targets(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.train_lora_targets.split(",") if t.strip())
+        return self.train.lora_target_modules()
 
     def served_tasks(self) -> list[str]:
-        from schemas.tasks import get_task, known_tasks
-
-        names = [t.strip() for t in self.serve_tasks.split(",") if t.strip()] or list(known_tasks())
-        for name in names:
-            get_task(name)  # unknown names fail here, with the list of known ones
-        return names
+        return self.serve.served_tasks()
 
     def password(self) -> str | None:
         """The SASL password, from the file if one is named, else from the environment."""
@@ -704,20 +723,11 @@ class Settings(BaseSettings):
     def dashboard_token(self) -> str | None:
         """The monitor's token (``monitor_token``), or None when none is set; empty is none,
         so compose can pass ``${STREAMTUNE_MONITOR_TOKEN:-}`` through."""
-        token = self.monitor_token.get_secret_value() if self.monitor_token else ""
-        return token or None
+        return self.monitor.dashboard_token()
 
     def webhook_token(self) -> str | None:
         """The webhook's bearer token, from the file if one is named, else the environment."""
-        if self.alert_webhook_token_file is not None:
-            try:
-                return self.alert_webhook_token_file.read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read alert_webhook_token_file {self.alert_webhook_token_file}: {exc}"
-                ) from None
-        token = self.alert_webhook_token
-        return token.get_secret_value() if token else None
+        return self.alerts.webhook_bearer()
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Connection and security keyword arguments shared by every aiokafka client."""
@@ -734,6 +744,87 @@ class Settings(BaseSettings):
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.password()
         return kwargs
+
+    # --- Settings per layer (streamtune.core.layers) ---------------------------------------
+    # Each library takes its own layer's class; a process passes ``settings.<layer>``.
+
+    @property
+    def drift(self) -> DriftSettings:
+        from streamtune.core.layers import DriftSettings
+
+        return DriftSettings.of(self)
+
+    @property
+    def windows(self) -> WindowSettings:
+        from streamtune.core.layers import WindowSettings
+
+        return WindowSettings.of(self)
+
+    @property
+    def trigger(self) -> TriggerSettings:
+        from streamtune.core.layers import TriggerSettings
+
+        return TriggerSettings.of(self)
+
+    @property
+    def gate(self) -> GateSettings:
+        from streamtune.core.layers import GateSettings
+
+        return GateSettings.of(self)
+
+    @property
+    def train(self) -> TrainSettings:
+        from streamtune.core.layers import TrainSettings
+
+        return TrainSettings.of(self)
+
+    @property
+    def serve(self) -> ServeSettings:
+        from streamtune.core.layers import ServeSettings
+
+        return ServeSettings.of(self)
+
+    @property
+    def adapters(self) -> AdapterSettings:
+        from streamtune.core.layers import AdapterSettings
+
+        return AdapterSettings.of(self)
+
+    @property
+    def alerts(self) -> AlertSettings:
+        from streamtune.core.layers import AlertSettings
+
+        return AlertSettings.of(self)
+
+    @property
+    def monitor(self) -> MonitorSettings:
+        from streamtune.core.layers import MonitorSettings
+
+        return MonitorSettings.of(self)
+
+    @property
+    def health(self) -> HealthSettings:
+        from streamtune.core.layers import HealthSettings
+
+        return HealthSettings.of(self)
+
+    @property
+    def worker(self) -> WorkerSettings:
+        from streamtune.core.layers import WorkerSettings
+
+        return WorkerSettings.of(self)
+
+    @property
+    def join(self) -> JoinSettings:
+        from streamtune.core.layers import JoinSettings
+
+        return JoinSettings.of(self)
+
+    @property
+    def security(self) -> SecuritySettings:
+        from streamtune.core.layers import SecuritySettings
+
+        return SecuritySettings.of(self)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -90,7 +90,7 @@ class Monitor:
     def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = settings
         self.port = settings.monitor_port if port is None else port
-        self.state = new_state(settings)
+        self.state = new_state(settings.monitor)
         self.state.listener = self._count
         self.metrics = Metrics()
         self.liveness = Liveness(settings.health_stall_s, self.metrics)

@@ -25,6 +25,7 @@ from schemas.topics import (
 )
 from streams.entities import EntityExtractor
 from streamtune.core.clients import make_admin, make_consumer
+from streamtune.core.layers import MonitorSettings
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import topic_partitions
 from streamtune.monitor.state import MONITORED, MonitorState, wanted
@@ -35,15 +36,20 @@ WHOLE_TOPICS = frozenset(
 )
 
 
-def new_state(settings: Settings) -> MonitorState:
+def new_state(monitor: MonitorSettings) -> MonitorState:
+    """An empty picture, as configured (``STREAMTUNE_MONITOR_*``; ``settings.monitor``).
+
+    >>> new_state(MonitorSettings(window=50)).window
+    50
+    """
     return MonitorState(
-        window=settings.monitor_window,
-        cbpe_block=settings.monitor_cbpe_block,
-        bucket_s=settings.monitor_bucket_s,
-        calibration_window=settings.monitor_calibration_window,
-        entities=EntityExtractor.from_csv(settings.alert_entities_file),
-        max_ahead_ms=int(settings.stream_max_ahead_s * 1000),
-        max_entities=settings.monitor_max_entities,
+        window=monitor.window,
+        cbpe_block=monitor.cbpe_block,
+        bucket_s=monitor.bucket_s,
+        calibration_window=monitor.calibration_window,
+        entities=EntityExtractor.from_csv(monitor.entities_file),
+        max_ahead_ms=int(monitor.max_ahead_s * 1000),
+        max_entities=monitor.max_entities,
     )
 
 
@@ -209,7 +215,7 @@ async def read_state(
 ) -> MonitorState:
     """What the topics of ``settings.topic_prefix`` hold now (the streams from ``since_ms``),
     folded; with the groups' lag if asked."""
-    state = new_state(settings)
+    state = new_state(settings.monitor)
     feed = Feed(settings, state, since_ms)
     await feed.start()
     try:

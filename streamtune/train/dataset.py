@@ -11,6 +11,7 @@ from schemas.base import DecodeError
 from schemas.messages import LabelledExample, OffsetRange, TrainJob
 from schemas.tasks import get_task
 from streamtune.core.errors import StreamtuneError
+from streamtune.core.layers import GateSettings
 from streamtune.core.settings import Settings
 from streamtune.core.topic_reader import read_ranges as read_offset_ranges
 
@@ -101,7 +102,7 @@ async def job_data(settings: Settings, job: TrainJob) -> JobData:
         older = [e for e in rehearsal_read.by_task(task) if e.interaction_id not in taken]
         examples = fresh + older
         # --- security (issue 12): poisoning defence, see models/source_trust.py ---
-        examples, held, verdicts = drop_untrusted_sources(settings, examples, held)
+        examples, held, verdicts = drop_untrusted_sources(settings.gate, examples, held)
         notes += [f"{task}: {v.describe()}" for v in verdicts if not v.kept]
         # --- end security ---
         if len(examples) < settings.train_min_valid_examples:
@@ -135,15 +136,19 @@ async def job_data(settings: Settings, job: TrainJob) -> JobData:
 
 
 def drop_untrusted_sources(
-    settings: Settings, train: list[LabelledExample], holdout: list[LabelledExample]
+    gate: GateSettings, train: list[LabelledExample], holdout: list[LabelledExample]
 ) -> tuple[list[LabelledExample], list[LabelledExample], list[SourceTrust]]:
     """Drop the examples of feedback sources whose labels the other sources and the live
     model contradict too often (``models.source_trust``), from training and holdout alike,
-    so a poisoned source neither trains the adapter nor sways the gate."""
+    so a poisoned source neither trains the adapter nor sways the gate.
+
+    >>> drop_untrusted_sources(GateSettings(), [], [])
+    ([], [], [])
+    """
     verdicts = estimate_trust(
         ((e.source, e.label, e.predicted_label, e.text) for e in (*train, *holdout)),
-        min_trust=settings.source_trust_min,
-        prior_strength=settings.source_trust_prior,
+        min_trust=gate.source_trust_min,
+        prior_strength=gate.source_trust_prior,
     )
     dropped = {source for source, verdict in verdicts.items() if not verdict.kept}
     if not dropped:

@@ -356,13 +356,13 @@ class Trainer:
         return True
 
     def _rule(self) -> GateRule:
-        return gate_rule(self.settings)
+        return gate_rule(self.settings.gate)
 
     def _spec(self) -> LoraSpec:
-        return lora_spec(self.settings, self.base.encoder)
+        return lora_spec(self.settings.train, self.base.encoder)
 
     def _config(self) -> TrainConfig:
-        return train_config(self.settings)
+        return train_config(self.settings.train)
 
     def _fast_heads(self, job: TrainJob, data: JobData, live: dict[str, Live]) -> list[Candidate]:
         """Runs in the training thread."""

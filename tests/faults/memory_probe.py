@@ -83,7 +83,12 @@ def join_entries(store: dict[str, Any]) -> int:
 
 def hostile_join(settings: Settings, n: int = N) -> JoinPartition:
     """``n`` unique ids, answered and never labelled, through one partition's join."""
-    part = JoinPartition(0, {}, JoinConfig.from_settings(settings), clock=lambda: TS + n)
+    part = JoinPartition(
+        0,
+        {},
+        JoinConfig.from_settings(settings.join, frozenset({settings.alerts.task})),
+        clock=lambda: TS + n,
+    )
     for i in range(n):
         part.on_interaction(interaction(i), offset=i, ts_ms=TS + i)
         part.on_prediction(prediction(i), offset=i, ts_ms=TS + i)
@@ -104,7 +109,7 @@ def drain(part: JoinPartition) -> None:
 
 def hostile_monitor(settings: Settings, n: int = N) -> MonitorState:
     """``n`` unique cashtags, one interaction and its prediction each, through the monitor."""
-    state = new_state(settings)
+    state = new_state(settings.monitor)
     state.clock = lambda: TS + n
     for i in range(n):
         msg = interaction(i)

@@ -37,7 +37,7 @@ BETTER, WORSE = [True] * 25 + [False] * 5, [True] * 10 + [False] * 20
 def test_the_defaults_bound_forgetting_absolutely():
     """10 points per promotion and 10 below the bootstrap in all (`bench adapt` abrupt: at
     the issue's 1 and 2 points no adapter passed after the shift)."""
-    rule = gate_rule(Settings())
+    rule = gate_rule(Settings().gate)
     assert (rule.anchor_tolerance, rule.anchor_floor) == (0.1, 0.1)
     assert (GateRule().anchor_tolerance, GateRule().anchor_floor) == (0.1, 0.1)
 
