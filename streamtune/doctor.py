@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from typing import Any, Literal
 from schemas.topic_access import READS, ROLES, WRITES
 from schemas.topics import MODEL_UPDATES
 from streamtune.core.errors import StreamtuneError
+from streamtune.core.logging_setup import quiet_aiokafka
 from streamtune.core.settings import Settings
 
 Status = Literal["ok", "warn", "FAIL", "skip"]
@@ -356,40 +356,36 @@ class Doctor:
         from aiokafka import errors as kafka
 
         servers = self.settings.bootstrap_servers
-        quiet = logging.getLogger("aiokafka")
-        level = quiet.level
-        quiet.setLevel(logging.CRITICAL)  # our line says it once
-        try:
-            self._metadata = asyncio.run(self._fetch_metadata())
-        except (kafka.KafkaConnectionError, kafka.NoBrokersAvailable, OSError) as exc:
-            return Finding(
-                "FAIL", "broker", f"no Kafka broker answers at {servers} ({type(exc).__name__})",
-                self._broker_fix(),
-            )  # fmt: skip
-        except (TimeoutError, kafka.KafkaTimeoutError, kafka.RequestTimedOutError):
-            return Finding(
-                "FAIL", "broker", f"the Kafka broker at {servers} did not answer within "
-                f"{self.timeout_s:.0f}s", self._broker_fix(),
-            )  # fmt: skip
-        except (
-            kafka.SaslAuthenticationFailed,
-            kafka.AuthenticationFailedError,
-            kafka.UnsupportedSaslMechanismError,
-            kafka.IllegalSaslStateError,
-        ) as exc:
-            return Finding(
-                "FAIL", "broker", f"the broker at {servers} refused the login "
-                f"User:{self.settings.sasl_username} ({type(exc).__name__})",
-                "check STREAMTUNE_SASL_USERNAME, STREAMTUNE_SASL_PASSWORD (or _FILE) and "
-                "STREAMTUNE_SASL_MECHANISM against the broker's users",
-            )  # fmt: skip
-        except (StreamtuneError, kafka.KafkaError) as exc:
-            return Finding(
-                "FAIL", "broker", f"cannot talk to the broker at {servers}: {exc}",
-                "check the connection settings (STREAMTUNE_SECURITY_PROTOCOL, STREAMTUNE_SSL_*)",
-            )  # fmt: skip
-        finally:
-            quiet.setLevel(level)
+        with quiet_aiokafka():  # our line says it once
+            try:
+                self._metadata = asyncio.run(self._fetch_metadata())
+            except (kafka.KafkaConnectionError, kafka.NoBrokersAvailable, OSError) as exc:
+                return Finding(
+                    "FAIL", "broker", f"no Kafka broker answers at {servers} ({type(exc).__name__})",
+                    self._broker_fix(),
+                )  # fmt: skip
+            except (TimeoutError, kafka.KafkaTimeoutError, kafka.RequestTimedOutError):
+                return Finding(
+                    "FAIL", "broker", f"the Kafka broker at {servers} did not answer within "
+                    f"{self.timeout_s:.0f}s", self._broker_fix(),
+                )  # fmt: skip
+            except (
+                kafka.SaslAuthenticationFailed,
+                kafka.AuthenticationFailedError,
+                kafka.UnsupportedSaslMechanismError,
+                kafka.IllegalSaslStateError,
+            ) as exc:
+                return Finding(
+                    "FAIL", "broker", f"the broker at {servers} refused the login "
+                    f"User:{self.settings.sasl_username} ({type(exc).__name__})",
+                    "check STREAMTUNE_SASL_USERNAME, STREAMTUNE_SASL_PASSWORD (or _FILE) and "
+                    "STREAMTUNE_SASL_MECHANISM against the broker's users",
+                )  # fmt: skip
+            except (StreamtuneError, kafka.KafkaError) as exc:
+                return Finding(
+                    "FAIL", "broker", f"cannot talk to the broker at {servers}: {exc}",
+                    "check the connection settings (STREAMTUNE_SECURITY_PROTOCOL, STREAMTUNE_SSL_*)",
+                )  # fmt: skip
         count = len(self._metadata.brokers())
         return Finding(
             "ok", "broker", f"answers at {servers} ({count} broker{'s' if count > 1 else ''}, "
@@ -526,9 +522,15 @@ class Doctor:
         import orjson
 
         from models.artifact import unpack
+        from models.bootstrap import shipped_version
 
         fix = f"`streamtune bootstrap {task}{self._prefix_option()}` (trains it once, then publishes it)"
         meta = path.with_suffix(".json")
+        if not (path.exists() and meta.exists()) and shipped_version(task) == version:
+            return Finding(
+                "ok", "bootstrap", f"{task}: {version} ships with streamtune (sha256 verified; "
+                "gated and cached on first use)",
+            )  # fmt: skip
         if not (path.exists() and meta.exists()):
             others = [p for p in path.parent.glob(f"{task}-*.safetensors") if p != path]
             older = f"; {len(others)} built by another recipe" if others else ""

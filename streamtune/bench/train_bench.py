@@ -32,7 +32,7 @@ from models.training import TaskData, export_task_adapter, lora_tensors, train
 from streamtune.core.settings import Settings
 from streamtune.train.bootstrap import build as build_bootstrap
 from streamtune.train.bootstrap import progress_bar
-from streamtune.train.config import lora_spec, train_config
+from streamtune.train.config import bootstrap_recipe, lora_spec, recipe_summary, train_config
 
 TASK = "tfns-sentiment"
 
@@ -63,7 +63,7 @@ def _baseline_rate(
     """Examples/s of the previous defaults (LoRA r=16 on every layer) over ``steps`` steps."""
     old = LoraSpec(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=settings.lora_targets())
     n = min(len(texts), steps * settings.train_batch_size)
-    config = train_config(settings, epochs=1, validation_fraction=0.0)
+    config = train_config(settings.train, epochs=1, validation_fraction=0.0)
     result = train(
         base.encoder, base.tokenizer, [TaskData(TASK, 3, texts[:n], labels[:n], head)],  # type: ignore[attr-defined]
         spec=old, config=config, device=base.device,  # type: ignore[attr-defined]
@@ -80,9 +80,9 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
         train_x, train_y = train_x[: args.rows], train_y[: args.rows]
     seed = base.seed(TASK)
     _, head, _ = lora_tensors(seed)
-    spec = lora_spec(settings, encoder)
+    spec = lora_spec(settings.train, encoder)
     epochs = getattr(args, "epochs", None)
-    config = train_config(settings, **({"epochs": epochs} if epochs else {}))
+    config = train_config(settings.train, **({"epochs": epochs} if epochs else {}))
     baseline = _baseline_rate(
         settings, base, train_x, train_y, head, getattr(args, "baseline_steps", None) or 200
     )
@@ -125,6 +125,11 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
             100 * (scores["bootstrap"][0] - scores["base"][0]), 2
         ),
         "bootstrap_train_examples_per_s": boot.metrics.get("train_examples_per_s"),
+        # The first run's cost: the build's wall time when it was built (now or earlier).
+        "bootstrap_seconds": boot.metrics.get("train_seconds"),
+        "bootstrap_built_now": not boot.cached,
+        "bootstrap_recipe": recipe_summary(*bootstrap_recipe(settings.train, encoder)),
+        "bootstrap_shipped": boot.shipped,
         "bootstrap_version": boot.version,
         "trainable_params": result.trainable_params,
         "lora_r": spec.r,

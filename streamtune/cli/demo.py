@@ -31,10 +31,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"[2/5] topics under the prefix {prefix!r}; adapters signed with {settings.signing_key_file}"
     )
     print(
-        f"[3/5] the first model: {TASK}'s bootstrap adapter (LoRA on TFNS train, once per machine)"
+        f"[3/5] the first model: {TASK}'s bootstrap adapter (LoRA on TFNS train: the one "
+        "streamtune ships, or trained once per machine when its recipe was changed)"
     )
     base, start = prepare(settings, TASK)
     origin = "from the cache" if start.cached else "trained just now"
+    if start.shipped:
+        origin = "shipped, " + ("from the cache" if start.cached else "sha256 verified")
     print(
         f"      {start.version} ({origin}) is live; anchor accuracy {start.metrics['gate_new_accuracy']:.1%}"
     )

@@ -31,7 +31,8 @@ def ensure_signing_key(settings: Settings, keys_dir: Path | None = None) -> Sett
 def prepare(
     settings: Settings, task: str, base: LoadedBase | None = None
 ) -> tuple[LoadedBase, Bootstrap]:
-    """Create the topics and publish the task's bootstrap adapter (trained once per machine)."""
+    """Create the topics and publish the task's bootstrap adapter (shipped, or trained once
+    per machine)."""
     asyncio.run(create_topics(settings))
     base, result = bootstrap.build(settings, task, base, on_progress=bootstrap.progress_bar(task))
     asyncio.run(bootstrap.publish(settings, base, result))

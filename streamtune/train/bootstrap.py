@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -21,8 +22,9 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from models.base_encoder import locate_base_model
-from models.bootstrap import Bootstrap, bootstrap_adapter, evaluate_file
+from models.bootstrap import Bootstrap, bootstrap_adapter, evaluate_file, write_shipped
 from models.bootstrap import locate as locate_cached
+from models.device import bf16_supported
 from models.loader import LoadedBase, load_base
 from models.seed import anchor_examples
 from models.signing import load_signer
@@ -33,7 +35,7 @@ from streamtune.core.clients import make_producer
 from streamtune.core.settings import Settings
 from streamtune.model_updates.follower import UpdatesFollower
 from streamtune.model_updates.publisher import sign_and_publish
-from streamtune.train.config import bootstrap_recipe, gate_rule
+from streamtune.train.config import bootstrap_recipe, gate_rule, recipe_summary
 from streamtune.train.reference import carried, carry
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class BootstrapReport:
     eval_accuracy: float | None
     seed_eval_accuracy: float | None
     published: bool
+    shipped_to: Path | None = None  # the shipped record written (``--ship``)
 
 
 def _eval_set(task: str, data_dir: Path) -> tuple[list[str], list[int]] | None:
@@ -69,15 +72,16 @@ def _eval_set(task: str, data_dir: Path) -> tuple[list[str], list[int]] | None:
 
 def build(
     settings: Settings, task: str, base: LoadedBase | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None, *, rebuild: bool = False,
 ) -> tuple[LoadedBase, Bootstrap]:  # fmt: skip
-    """The task's bootstrap adapter (trained now, or read from the cache)."""
+    """The task's bootstrap adapter: read from the cache, the shipped one, or trained now
+    (``rebuild``: trained now whatever the cache holds)."""
     base = base or load_base(settings)
-    spec, config = bootstrap_recipe(settings, base.encoder)
+    spec, config = bootstrap_recipe(settings.train, base.encoder)
     result = bootstrap_adapter(
         base, task, spec=spec, config=config,
-        cache_dir=settings.cache_dir, data_dir=settings.data_dir, gate=gate_rule(settings),
-        on_progress=on_progress,
+        cache_dir=settings.cache_dir, data_dir=settings.data_dir, gate=gate_rule(settings.gate),
+        on_progress=on_progress, rebuild=rebuild,
     )  # fmt: skip
     return base, with_anchor_reference(settings, base, result)
 
@@ -95,7 +99,7 @@ def with_anchor_reference(settings: Settings, base: LoadedBase, result: Bootstra
 def locate(settings: Settings, task: str, encoder: PreTrainedModel) -> tuple[str, Path]:
     """The version of the adapter :func:`build` would produce, and its cache file (present
     once built), without building it: ``streamtune doctor`` looks for it."""
-    spec, config = bootstrap_recipe(settings, encoder)
+    spec, config = bootstrap_recipe(settings.train, encoder)
     model_id = locate_base_model(settings.base_model).model_id
     return locate_cached(
         task, model_id, spec=spec, config=config, cache_dir=settings.cache_dir,
@@ -173,15 +177,34 @@ def eta(seconds: float) -> str:
 
 
 def run(
-    settings: Settings, task: str, *, publish_it: bool = True, evaluate: bool = True
-) -> BootstrapReport:
-    """Build (or load), evaluate and publish the task's bootstrap adapter."""
+    settings: Settings, task: str, *, publish_it: bool = True, evaluate: bool = True,
+    rebuild: bool = False, ship: bool = False,
+) -> BootstrapReport:  # fmt: skip
+    """Build (or load), evaluate and publish the task's bootstrap adapter; ``ship`` (with
+    ``rebuild``) also writes it as the shipped adapter (``models.bootstrap.SHIPPED_DIR``)."""
     get_task(task)
-    base, result = build(settings, task, on_progress=progress_bar(task))
+    if ship and not rebuild:
+        raise ValueError("--ship needs --rebuild: only an adapter trained in this run is shipped")
+    base, result = build(settings, task, on_progress=progress_bar(task), rebuild=rebuild)
     accuracy = seed_accuracy = None
     held = _eval_set(task, settings.data_dir) if evaluate else None
     if held is not None:
         accuracy = evaluate_file(base, result.blob, task, *held)
         seed_accuracy = evaluate_file(base, base.seed(task), task, *held)
+    shipped_to = None
+    if ship:
+        spec, config = bootstrap_recipe(settings.train, base.encoder)
+        precision = "bf16" if config.bf16 and bf16_supported(base.device) else "fp32"
+        shipped_to = write_shipped(
+            result,
+            recipe=recipe_summary(spec, config),
+            extra={
+                "base_model": base.model_id,
+                "built_on": f"{base.device.type} ({platform.processor() or platform.machine()})",
+                "precision": precision,
+                "eval_accuracy": None if accuracy is None else round(accuracy, 4),
+                "seed_eval_accuracy": None if seed_accuracy is None else round(seed_accuracy, 4),
+            },
+        )
     published = asyncio.run(publish(settings, base, result)) if publish_it else False
-    return BootstrapReport(result, accuracy, seed_accuracy, published)
+    return BootstrapReport(result, accuracy, seed_accuracy, published, shipped_to)

@@ -45,7 +45,9 @@ REQUIRED: dict[str, set[str]] = {
         "ratio_fp32_vs_pipeline_fp32", "flop_bound_texts_per_s", "ratio_vs_flop_bound",
         "device", "precision", "precision_probe_ms",
     },
-    "train": {"precision", "precision_probe_ms"},
+    "train": {
+        "precision", "precision_probe_ms", "bootstrap_seconds", "bootstrap_valid_accuracy",
+    },
     "adapt": {
         "scenario", "feedback_fraction", "feedback_delay_s", "label_noise",
         "post_shift_acc_streamtune", "post_shift_acc_static", "post_shift_acc_river",

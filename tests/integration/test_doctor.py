@@ -88,6 +88,13 @@ def test_without_the_bootstrap_adapter_it_names_the_bootstrap(
     for check in ("broker", "topics", "signing key", "keyring", "cache", "device", "precision"):
         assert line_of(lines, check).startswith("ok"), lines
     assert "precision" in line_of(lines, "precision") and "fp32" in line_of(lines, "precision")
+    bootstrap = line_of(lines, "bootstrap")  # an empty cache: the shipped adapter will do
+    assert bootstrap.startswith("ok") and "ships with streamtune" in bootstrap, bootstrap
+    live = line_of(lines, "live")
+    assert live.startswith("FAIL") and f"streamtune bootstrap {TASK}" in live, live
+    # Another recipe: nothing shipped or cached matches it, so it must be trained.
+    code, lines = doctor({**env_of(topics, tmp_path), "STREAMTUNE_BOOTSTRAP_EPOCHS": "4"})
+    assert code == 2, lines
     bootstrap = line_of(lines, "bootstrap")
     assert bootstrap.startswith("FAIL") and TASK in bootstrap, bootstrap
     assert f"`streamtune bootstrap {TASK} --topic-prefix {topics.topic_prefix}`" in bootstrap
