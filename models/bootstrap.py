@@ -49,6 +49,13 @@ FORMAT = "bootstrap/1"
 #: (its cache key, sha256, recipe and how long it took to build).
 SHIPPED_DIR = Path(__file__).with_name("shipped")
 
+#: The sha256 of each shipped adapter, pinned here, in reviewed code, and not only in the
+#: record beside it: whoever can swap the file cannot make it pass by editing the record too.
+#: ``streamtune bootstrap TASK --rebuild --ship`` prints the new value to paste here.
+SHIPPED_SHA256 = {
+    "tfns-sentiment": "667cb82c86febe62bcbf128b0e82fcf2db92ebeb2915847e11f7126a7ca38213",
+}
+
 
 @dataclass(frozen=True)
 class Bootstrap:
@@ -113,46 +120,98 @@ def bootstrap_adapter(
     shipped_dir: Path | None = SHIPPED_DIR,
 ) -> Bootstrap:
     """The task's bootstrap adapter: read from the cache, else the shipped one when it was
-    built from exactly these inputs, else trained now (``rebuild``: trained now in any case).
+    built from exactly these inputs, else trained now and cached.
 
-    The gate compares it with the seed model on the task's anchor set, which it never saw.
-    Raises ``ValueError`` if it does not beat the seed model (nothing is cached then).
+    ``rebuild`` trains it now whatever the cache or the shipped copy hold, and caches nothing:
+    it is the check that the recipe still gives what is shipped or cached (whose bytes keep
+    that version's name, so that one version never names two blobs).
+
+    The gate compares it with the seed model on the task's anchor set, which it never saw; a
+    shipped adapter that fails it is trained around. Raises ``ValueError`` if a trained one
+    does not beat the seed model (nothing is cached then).
     """
     (texts, labels), _ = split_seed_data(task, data_dir)
     key = cache_key(task, base.model_id, texts, labels, spec, config)
     version, path = cached_file(cache_dir, task, key)
-    meta = path.with_suffix(".json")
-    if not rebuild and path.exists() and meta.exists():
-        metrics = orjson.loads(meta.read_bytes())
+    cached = None if rebuild else read_cached(path)
+    if cached is not None:
+        blob, metrics = cached
         shipped = bool(metrics.get("shipped"))
-        return Bootstrap(task, version, path.read_bytes(), metrics, None, True, shipped, key)
+        return Bootstrap(task, version, blob, metrics, None, True, shipped, key)
     seed = base.seed(task)
     found = None if rebuild or shipped_dir is None else read_shipped(task, key, shipped_dir)
+    decision = None
     if found is not None:
         blob, built = found
-        log.warning(
-            "using the shipped bootstrap adapter of %s (%s, sha256 verified; it took %.0f s "
-            "to train where it was built); `streamtune bootstrap %s --rebuild` trains it here",
-            task, version, built.get("train_seconds", 0.0), task,
-        )  # fmt: skip
-    else:
+        decision = _gate(base, task, data_dir, gate, blob, seed)
+        if decision.promote:
+            log.warning(
+                "using the shipped bootstrap adapter of %s (%s, sha256 verified, gated; it "
+                "took %.0f s to train where it was built)",
+                task, version, built.get("train_seconds", 0.0),
+            )  # fmt: skip
+        else:
+            log.warning(
+                "the shipped bootstrap adapter of %s does not beat the seed model here (%s): "
+                "training one", task, decision.reason,
+            )  # fmt: skip
+            found = None
+    if found is None:
         blob, built = _train(base, task, texts, labels, seed, spec, config, on_progress, path)
-    anchor_texts, anchor_labels = anchor_examples(task, data_dir)
-    hits = {}
-    for name, adapter in (("new", blob), ("seed", seed)):
-        predicted = base.predictor(adapter, task=task, version=name).predict(anchor_texts)
-        hits[name] = [p.label == y for p, y in zip(predicted, anchor_labels, strict=True)]
-    decision = gate.decide(
-        hits["new"], hits["seed"], anchor_new=0.0, anchor_live=0.0
-    )  # the anchor is the holdout here
+        decision = _gate(base, task, data_dir, gate, blob, seed)
+    assert decision is not None  # noqa: S101 - set on both paths above
     metrics = {**built, "shipped": float(found is not None), **decision.figures}
     if not decision.promote:
         raise ValueError(
             f"the bootstrap adapter of {task} does not beat its seed model: {decision.reason}"
         )
-    _write(path, blob)
-    _write(meta, orjson.dumps(metrics))
+    if not rebuild:
+        _write(path, blob)
+        _write(path.with_suffix(".json"), orjson.dumps({"sha256": _sha256(blob), **metrics}))
     return Bootstrap(task, version, blob, metrics, decision, False, found is not None, key)
+
+
+def _gate(
+    base: LoadedBase, task: str, data_dir: Path, gate: GateRule, blob: bytes, seed: bytes
+) -> GateDecision:
+    """``blob`` against the seed model on the task's anchor set (its holdout here)."""
+    texts, labels = anchor_examples(task, data_dir)
+    new, old = (
+        answer_hits(base, b, task, texts, labels, name)
+        for name, b in (("new", blob), ("seed", seed))
+    )
+    return gate.decide(new, old, anchor_new=0.0, anchor_live=0.0)
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_cached(path: Path) -> tuple[bytes, dict[str, float]] | None:
+    """The cached adapter at ``path`` and its metrics (``.json`` beside it), when its bytes
+    match the sha256 recorded there; None when absent, unreadable or altered (logged: it is
+    then built again). A cache written before the sha256 was recorded is adopted as is."""
+    meta = path.with_suffix(".json")
+    if not (path.exists() and meta.exists()):
+        return None
+    try:
+        blob, record = path.read_bytes(), orjson.loads(meta.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("ignoring the cached bootstrap adapter %s: %s", path, exc)
+        return None
+    if not isinstance(record, dict):
+        log.warning("ignoring the cached bootstrap adapter %s: its record is not an object", path)
+        return None
+    expected = record.pop("sha256", None)
+    if expected is None:  # an older cache: record the sha256 of what it holds from now on
+        _write(meta, orjson.dumps({"sha256": _sha256(blob), **record}))
+    elif expected != _sha256(blob):
+        log.warning(
+            "ignoring the cached bootstrap adapter %s: its bytes do not match the sha256 "
+            "recorded beside them", path,
+        )  # fmt: skip
+        return None
+    return blob, record
 
 
 def _train(
@@ -205,11 +264,12 @@ _SHIPPED_METRICS = ("train_examples", "train_examples_per_s", "epochs_run", "tra
 
 
 def read_shipped(
-    task: str, key: str, directory: Path = SHIPPED_DIR
+    task: str, key: str, directory: Path = SHIPPED_DIR, pinned: dict[str, str] | None = None
 ) -> tuple[bytes, dict[str, float]] | None:
     """The shipped adapter of ``task`` and its training figures, when it was built from the
-    inputs that ``key`` hashes and its bytes match the sha256 of its record; else None (and
-    why, in the log). The bytes are safetensors, loaded like any adapter: never unpickled."""
+    inputs that ``key`` hashes and its bytes match the sha256 of its record, which must be
+    the one ``pinned`` (default :data:`SHIPPED_SHA256`) names; else None (and why, in the
+    log). The bytes are safetensors, loaded like any adapter: never unpickled."""
     blob_path, record_path = shipped_files(task, directory)
     if not (blob_path.exists() and record_path.exists()):
         return None
@@ -217,8 +277,14 @@ def read_shipped(
         record = orjson.loads(record_path.read_bytes())
         built = {name: float(record["metrics"][name]) for name in _SHIPPED_METRICS}
         expected_key, expected_sha = str(record["cache_key"]), str(record["sha256"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         log.warning("ignoring the shipped bootstrap adapter of %s: bad record (%s)", task, exc)
+        return None
+    if expected_sha != (SHIPPED_SHA256 if pinned is None else pinned).get(task):
+        log.warning(
+            "ignoring the shipped bootstrap adapter of %s: its record's sha256 is not the one "
+            "pinned in models.bootstrap.SHIPPED_SHA256", task,
+        )  # fmt: skip
         return None
     if expected_key != key:
         log.info(
@@ -226,8 +292,12 @@ def read_shipped(
             "base model): training one", task,
         )  # fmt: skip
         return None
-    blob = blob_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != expected_sha:
+    try:
+        blob = blob_path.read_bytes()
+    except OSError as exc:
+        log.warning("ignoring the shipped bootstrap adapter of %s: %s", task, exc)
+        return None
+    if _sha256(blob) != expected_sha:
         log.warning(
             "ignoring the shipped bootstrap adapter of %s: its bytes do not match the sha256 "
             "of %s", task, record_path,
@@ -259,7 +329,7 @@ def write_shipped(
         "task": result.task,
         "version": result.version,
         "cache_key": result.key,
-        "sha256": hashlib.sha256(result.blob).hexdigest(),
+        "sha256": _sha256(result.blob),
         "recipe": recipe,
         "metrics": {name: result.metrics[name] for name in _SHIPPED_METRICS},
         **extra,
@@ -269,10 +339,20 @@ def write_shipped(
     return record_path
 
 
+def answer_hits(
+    base: LoadedBase, blob: bytes, task: str, texts: list[str], labels: list[int],
+    version: str = "eval",
+) -> list[bool]:  # fmt: skip
+    """Whether ``blob`` answers each labelled text right, through the serving path: the one
+    way the bootstrap, the trainer's gate and the benchmarks score an adapter."""
+    with torch.inference_mode():
+        predicted = base.predictor(blob, task=task, version=version).predict(texts)
+    return [p.label == y for p, y in zip(predicted, labels, strict=True)]
+
+
 def evaluate_file(
     base: LoadedBase, blob: bytes, task: str, texts: list[str], labels: list[int]
 ) -> float:
     """Accuracy of ``blob`` on labelled texts through the serving path."""
-    with torch.inference_mode():
-        predicted = base.predictor(blob, task=task, version="eval").predict(texts)
-    return sum(p.label == y for p, y in zip(predicted, labels, strict=True)) / max(1, len(labels))
+    hits = answer_hits(base, blob, task, texts, labels)
+    return sum(hits) / max(1, len(hits))

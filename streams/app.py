@@ -359,6 +359,11 @@ def __getattr__(name: str) -> Any:
     global _APP
     if name == "app":
         if _APP is None:
+            # Under `faust -A streams.app worker` no streamtune entry point set the logging:
+            # keep aiokafka's one line per message sent (DEBUG) off, as `streamtune worker` does.
+            aiokafka = logging.getLogger("aiokafka")
+            if aiokafka.level == logging.NOTSET:
+                aiokafka.setLevel(logging.INFO)
             _APP = create_app()
         return _APP
     raise AttributeError(name)

@@ -506,6 +506,13 @@ class JoinPartition:
             key, entry = popped
             self.counts["evicted_entries"] += 1
             cap = self.config.max_entries
+            evicted = self.counts["evicted_entries"]
+            if evicted & (evicted - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: never a flood
+                log.warning(
+                    "join: %d entries pushed out by the cap of %d per partition "
+                    "(STREAMTUNE_JOIN_MAX_ENTRIES): their feedback is lost as if late",
+                    evicted, cap,
+                )  # fmt: skip
             self._expire(key, entry, why=f"the partition's join reached its cap of {cap} entries")
             if self._get(key) is not None:
                 self._put(key, None)

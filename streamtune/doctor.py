@@ -519,10 +519,8 @@ class Doctor:
             yield self._live(task, version)
 
     def _cached(self, task: str, version: str, path: Path) -> Finding:
-        import orjson
-
         from models.artifact import unpack
-        from models.bootstrap import shipped_version
+        from models.bootstrap import read_cached, shipped_version
 
         fix = f"`streamtune bootstrap {task}{self._prefix_option()}` (trains it once, then publishes it)"
         meta = path.with_suffix(".json")
@@ -538,11 +536,16 @@ class Doctor:
                 "FAIL", "bootstrap", f"{task}: no bootstrap adapter in {path.parent} for the "
                 f"current recipe ({version}){older}", fix,
             )  # fmt: skip
+        cached = read_cached(path)
+        if cached is None:
+            return Finding(
+                "FAIL", "bootstrap", f"{task}: {path} does not match the sha256 recorded "
+                f"beside it, or cannot be read (it will be built again)", fix,
+            )  # fmt: skip
+        blob, metrics = cached
         try:
-            blob = path.read_bytes()
             _, config = unpack(blob)
-            metrics = orjson.loads(meta.read_bytes())
-        except Exception as exc:  # a torn or foreign file: the bootstrap would reuse it as is
+        except Exception as exc:  # a foreign file that its own record vouches for
             return Finding(
                 "FAIL", "bootstrap", f"{task}: {path} is not a readable adapter ({exc})",
                 f"`rm {path} {meta}`, then {fix}",

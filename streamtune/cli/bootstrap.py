@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from typing import Any
 
 from streamtune.cli.options import add_connection_options, settings_from_args
@@ -32,8 +33,14 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             f"(seed model {report.seed_eval_accuracy:.4f})"
         )
     if report.shipped_to is not None:
-        print(f"{args.task}: shipped as {report.shipped_to} (commit it with its .safetensors)")
-    if args.no_publish:
+        print(
+            f"{args.task}: shipped as {report.shipped_to}; set SHIPPED_SHA256[{args.task!r}] in "
+            f"models/bootstrap.py to {hashlib.sha256(b.blob).hexdigest()!r} and commit both files"
+        )
+    if args.rebuild:
+        print("rebuilt to check the recipe: neither cached nor published (the cached or shipped "
+              "adapter keeps this version's name)")  # fmt: skip
+    elif args.no_publish:
         print("not published (--no-publish)")
     else:
         state = "signed and published on" if report.published else "already live on"
@@ -51,8 +58,9 @@ def register(sub: Any) -> None:
     bootstrap.add_argument(
         "--rebuild",
         action="store_true",
-        help="train it on this machine even when the cache or the shipped adapter has it "
-        "(about 10 minutes on 2 CPU cores with native bf16)",
+        help="train it on this machine even when the cache or the shipped adapter has it, and "
+        "report its accuracy: a check of the recipe, neither cached nor published (about 10 "
+        "minutes on 2 CPU cores with native bf16)",
     )
     bootstrap.add_argument(
         "--ship",

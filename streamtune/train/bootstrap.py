@@ -2,7 +2,9 @@
 against the seed probe, sign it and publish it, so that serving starts from a strong model.
 
 Built once per machine (``models.bootstrap`` caches it by a hash of its inputs); publishing
-is skipped when that exact version is already live on ``model-updates``. Its manifest
+is skipped when that exact version is already live on ``model-updates``. The first call on
+a machine takes the adapter that ships with streamtune when the recipe is the default one
+(``models.bootstrap.SHIPPED_DIR``), and trains it (once per machine) otherwise. Its manifest
 carries its accuracy on the gate's anchor set, measured here (seconds, so the cache need not
 hold it): the reference of the gate's anchor floor (``streamtune.train.reference``).
 """
@@ -185,6 +187,9 @@ def run(
     get_task(task)
     if ship and not rebuild:
         raise ValueError("--ship needs --rebuild: only an adapter trained in this run is shipped")
+    # A rebuild is a check, not a new version: the bytes it trains are neither cached nor
+    # published under the name that the cached or shipped ones carry.
+    publish_it = publish_it and not rebuild
     base, result = build(settings, task, on_progress=progress_bar(task), rebuild=rebuild)
     accuracy = seed_accuracy = None
     held = _eval_set(task, settings.data_dir) if evaluate else None

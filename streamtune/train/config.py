@@ -33,8 +33,8 @@ def bootstrap_recipe(
 ) -> tuple[LoraSpec, TrainConfig]:
     """How a task's first adapter is trained (``STREAMTUNE_BOOTSTRAP_*``): the trainer's LoRA
     on more layers (all, by default), at a lower learning rate for more epochs. It is built
-    once per machine, so it can afford what an online job cannot; online jobs train their top
-    layers on top of it (``models.training.stacks_on``).
+    once (or shipped: ``models.bootstrap.SHIPPED_DIR``), so it can afford what an online job
+    cannot; online jobs train their top layers on top of it (``models.training.stacks_on``).
     Use: ``spec, config = bootstrap_recipe(settings.train, base.encoder)``."""
     spec = lora_spec(train, encoder, layers=train.bootstrap_lora_layers)
     config = train_config(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from models.artifact import LoraSpec
+from models.bootstrap import answer_hits
 from models.gate import GateDecision, GateRule
 from models.head_fit import Head, fit_head, head_of, out_of_fold_labels, with_head
 from models.inference import Predictor
@@ -99,8 +100,7 @@ class Evaluator:
     def anchor_accuracy(self, task: str, blob: bytes, version: str) -> float:
         """Any adapter's anchor accuracy through the serving path (nothing cached)."""
         texts, labels = self.anchor(task)
-        predictor = self.base.predictor(blob, task=task, version=version)
-        return _accuracy(_hits([p.label for p in predictor.predict(texts)], labels))
+        return _accuracy(answer_hits(self.base, blob, task, texts, labels, version))
 
 
 def _hits(predicted: list[int], labels: list[int]) -> list[bool]:

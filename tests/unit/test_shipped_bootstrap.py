@@ -15,8 +15,11 @@ import pytest
 
 from models.bootstrap import (
     SHIPPED_DIR,
+    SHIPPED_SHA256,
     cache_key,
+    cached_file,
     evaluate_file,
+    read_cached,
     read_shipped,
     shipped_files,
     write_shipped,
@@ -44,6 +47,7 @@ def test_the_shipped_adapter_is_what_the_default_recipe_builds(base):
         "and commit models/shipped/"
     )
     assert hashlib.sha256(blob_path.read_bytes()).hexdigest() == record["sha256"]
+    assert SHIPPED_SHA256[TASK] == record["sha256"], f"pin the new sha256 after `{REBUILD}`"
     assert record["version"] == f"bootstrap-{record['cache_key'][:12]}"
     assert record["eval_accuracy"] >= 0.87
 
@@ -58,7 +62,13 @@ def test_altered_bytes_another_recipe_or_a_bad_record_are_not_used(base, tmp_pat
     blob_path.write_bytes(bytes(blob))
     assert read_shipped(TASK, key, tmp_path) is None
     assert "do not match the sha256" in caplog.text
+    record = orjson.loads(record_path.read_bytes())
+    record["sha256"] = hashlib.sha256(bytes(blob)).hexdigest()  # the record edited to match
+    record_path.write_bytes(orjson.dumps(record))
+    assert read_shipped(TASK, key, tmp_path) is None
+    assert "not the one pinned" in caplog.text
     shutil.copy(shipped_files(TASK)[0], blob_path)
+    shutil.copy(shipped_files(TASK)[1], record_path)
     assert read_shipped(TASK, key, tmp_path) is not None  # the copy itself is fine
     assert read_shipped(TASK, "0" * 64, tmp_path) is None  # built from other inputs
     record_path.write_bytes(b'{"cache_key": 1}')
@@ -106,10 +116,25 @@ def test_rebuild_trains_anew_and_ships_what_it_trained(tmp_path):
     assert cached.cached
     count = len(steps)
     _, again = build(settings, TASK, base, on_progress=steps.append, rebuild=True)
-    assert len(steps) > count and not again.cached  # trained again despite the cache
+    assert len(steps) > count and not again.cached  # trained again despite the cache,
+    assert again.version == cached.version  # ... and cached nothing: one version, one blob
     with pytest.raises(ValueError, match="--rebuild"):
         write_shipped(cached, recipe="r", extra={}, directory=tmp_path / "ship")
     record = write_shipped(again, recipe="r", extra={}, directory=tmp_path / "ship")
-    found = read_shipped(TASK, again.key, record.parent)
+    assert read_shipped(TASK, again.key, record.parent) is None  # its sha256 is not pinned
+    pinned = {TASK: hashlib.sha256(again.blob).hexdigest()}
+    found = read_shipped(TASK, again.key, record.parent, pinned)
     assert found is not None and found[0] == again.blob
+    assert read_cached(cached_file(settings.cache_dir, TASK, again.key)[1])[0] == cached.blob
     assert read_shipped(TASK, again.key) is None  # the repo ships another recipe's adapter
+
+
+def test_an_altered_cache_is_not_used(base, tmp_path, caplog):
+    settings = Settings(cache_dir=tmp_path)
+    _, first = build(settings, TASK, base)
+    path = cached_file(tmp_path, TASK, first.key)[1]
+    assert read_cached(path) is not None
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    assert read_cached(path) is None and "do not match the sha256" in caplog.text
+    _, again = build(settings, TASK, base)  # the shipped adapter again, not the altered bytes
+    assert again.blob == first.blob and again.shipped and not again.cached
