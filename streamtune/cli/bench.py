@@ -102,10 +102,10 @@ def register(sub: Any) -> None:
         "partial = 30%% labelled 30 s later, 5%% of the labels wrong)",
     )
     bench.add_argument(
-        "--baseline-steps",
-        dest="baseline_steps",
+        "--rounds",
         type=int,
-        help="train: steps the previous defaults run for their rate (default 200)",
+        help="train: rounds of ours and the previous defaults, the order flipped each round "
+        "(default 1: the baseline, then ours)",
     )
     add_connection_options(bench)
     bench.set_defaults(func=cmd_bench)

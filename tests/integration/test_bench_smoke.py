@@ -27,7 +27,7 @@ TINY: dict[str, tuple[str, ...]] = {
     "drift": ("--rows", "1000", "--seeds", "1"),
     "inference": ("--rows", "16"),
     "swap": ("--swaps", "2"),
-    "train": ("--rows", "32", "--epochs", "1", "--baseline-steps", "2"),
+    "train": ("--rows", "64", "--epochs", "1", "--rounds", "2"),
     "adapt": ("--rows", "20", "--rate", "100", "--scenario", "abrupt", "--oracle-every", "400"),
     "poison": ("--rows", "60", "--epochs", "1"),
     "alerts": ("--rows", "4500"),  # its floor: 30 tickers need a baseline each
@@ -47,6 +47,7 @@ REQUIRED: dict[str, set[str]] = {
     },
     "train": {
         "precision", "precision_probe_ms", "bootstrap_seconds", "bootstrap_valid_accuracy",
+        "baseline_valid_accuracy", "baseline_train_examples_per_s", "rounds",
     },
     "adapt": {
         "scenario", "feedback_fraction", "feedback_delay_s", "label_noise",
@@ -55,6 +56,10 @@ REQUIRED: dict[str, set[str]] = {
         "first_300_new_domain_acc_streamtune", "first_300_new_domain_acc_river",
         "first_300_new_domain_acc_scheduled", "events_to_recover", "anchor_loss_max_points",
         "anchor_below_bootstrap_max_points",
+    },
+    "alerts": {
+        "baseline_tuned_alert_precision", "baseline_tuned_alert_recall",
+        "baseline_tuned_share", "baseline_tuned_window",
     },
 }  # fmt: skip
 
