@@ -41,7 +41,7 @@ from schemas.codec import dead_letter
 from schemas.fields import now_ms
 from schemas.messages import SEED_VERSION, DeadLetter, Interaction, Prediction
 from schemas.topics import INTERACTIONS, PREDICTIONS, SERVE_TOPICS
-from streamtune.core.clients import login_name, make_producer, require_topics
+from streamtune.core.clients import login_name, make_consumer, make_producer, require_topics
 from streamtune.core.errors import StreamtuneError
 from streamtune.core.layers import ServeSettings
 from streamtune.core.observability import Liveness, Metrics, observed
@@ -60,6 +60,11 @@ ACKED_KEPT = 200_000
 #: How long a rebalance waits for the batch in flight before letting its partitions go
 #: (their new owner then answers the batch again: at-least-once, never lost).
 REVOKE_WAIT_S = 20.0
+#: How long the broker waits for a replica to rejoin a rebalance: above ``REVOKE_WAIT_S``, so
+#: that a replica finishing its batch on revocation is never expelled meanwhile (aiokafka's
+#: default is the 10 s session timeout; an expelled replica cannot commit, and the new owner
+#: answers its batch again).
+REBALANCE_TIMEOUT_MS = int((REVOKE_WAIT_S + 40.0) * 1000)
 
 
 def _lower_build_priority() -> None:
@@ -201,6 +206,11 @@ class Server:
                 [],
                 group_id=self.config.group_id,
                 producer=producer,
+                consumer=make_consumer(
+                    self.settings,
+                    group_id=self.config.group_id,
+                    rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+                ),
             )
             consumer.consumer.subscribe(
                 [self.settings.topic(INTERACTIONS)], listener=_DrainOnRevoke(self)
