@@ -25,7 +25,7 @@ belongs to exactly one layer (:data:`LAYERS`) or is process-level (:data:`PROCES
 the Kafka connection, topics, the local broker, model, device and paths). A layer may also
 carry a copy of a field another layer owns (``borrowed``), e.g. ``stream_max_ahead_s``.
 
->>> from streamtune.core.settings import Settings
+>>> from streamtune.core.settings import Settings, secret_value
 >>> Settings(gate_alpha=0.05).gate.alpha
 0.05
 >>> GateSettings().alpha == Settings().gate_alpha  # the same defaults, without a Settings
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from streamtune.core.errors import ConfigError
-from streamtune.core.settings import Settings
+from streamtune.core.settings import Settings, secret_value
 
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
@@ -257,14 +257,7 @@ class AlertSettings(Layer):
         >>> AlertSettings(webhook_token="t0k").webhook_bearer()
         't0k'
         """
-        if self.webhook_token_file is not None:
-            try:
-                return self.webhook_token_file.read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read alert_webhook_token_file {self.webhook_token_file}: {exc}"
-                ) from None
-        return self.webhook_token.get_secret_value() if self.webhook_token else None
+        return secret_value(self.webhook_token, self.webhook_token_file, "alert_webhook_token_file")
 
 
 class MonitorSettings(Layer):

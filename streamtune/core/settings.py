@@ -60,6 +60,21 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "streamtune"
 
 
+def secret_value(secret: SecretStr | None, file: Path | None, name: str) -> str | None:
+    """A secret from ``file`` (stripped) if one is named, else from ``secret``; a file that
+    cannot be read is a :class:`ConfigError` naming the setting ``name``.
+
+    >>> secret_value(SecretStr("s3"), None, "token_file")
+    's3'
+    """
+    if file is not None:
+        try:
+            return file.read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {name} {file}: {exc}") from None
+    return secret.get_secret_value() if secret else None
+
+
 class Settings(BaseSettings):
     """All of streamtune's configuration. Each field ``foo`` is read from ``STREAMTUNE_FOO``."""
 
@@ -684,14 +699,7 @@ class Settings(BaseSettings):
 
     def password(self) -> str | None:
         """The SASL password, from the file if one is named, else from the environment."""
-        if self.sasl_password_file is not None:
-            try:
-                return self.sasl_password_file.read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read sasl_password_file {self.sasl_password_file}: {exc}"
-                ) from None
-        return self.sasl_password.get_secret_value() if self.sasl_password else None
+        return secret_value(self.sasl_password, self.sasl_password_file, "sasl_password_file")
 
     def ssl_context(self) -> Any:
         """The TLS context for SSL and SASL_SSL: verifies the broker against ``ssl_cafile``
